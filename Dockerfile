@@ -19,8 +19,8 @@ RUN (getent group llm >/dev/null || groupadd --system --gid 10001 llm) \
  && (getent passwd llm >/dev/null || useradd --system --uid 10001 --gid llm --home-dir /home/llm --create-home --shell /usr/sbin/nologin llm) \
  && mkdir -p /models && chown llm:llm /models
 
-COPY ${BIN_DIR}/agent /usr/local/bin/agent
-COPY ${BIN_DIR}/tui /usr/local/bin/tui
+# `tu[i]` keeps the build working when only the agent has been built.
+COPY ${BIN_DIR}/agent ${BIN_DIR}/tu[i] /usr/local/bin/
 
 ENV BIND_PORT=8080 \
     GOSSIP_PORT=7946 \

@@ -1,0 +1,100 @@
+# distributed-llm: build, test and run the cluster locally (Docker) or on minikube.
+# `make` (or `make help`) lists the targets. See docs/deployment.md.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+AGENT_COUNT ?= 3
+LOG_LEVEL ?= info
+K8S_NAMESPACE ?= distributed-llm
+export AGENT_COUNT LOG_LEVEL
+
+COMPOSE := hack/compose.sh
+
+.PHONY: help build test bench bench-cluster model test-e2e test-queries check-deploy \
+        images base-image dev-start dev-stop dev-restart dev-logs dev-status dev-clean dev-gpu \
+        run-tui-docker run-tui-k8s run-tui-local prometheus-local minikube-start minikube-stop
+
+help: ## Show this help
+	@echo "distributed-llm targets (AGENT_COUNT=$(AGENT_COUNT) LOG_LEVEL=$(LOG_LEVEL)):"
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+## ---- build and test ----
+build: ## Build all binaries (release)
+	cargo build --release --bins
+
+test: ## Run the project's test suite (scripts/test.sh)
+	bash scripts/test.sh
+
+bench: ## Benchmark the engine
+	cargo run --release -p engine --bin bench
+
+bench-cluster: ## Benchmark 1 vs 3 local agents (tok/s, TTFT, hop latency)
+	cargo run --release -p agent --bin agent -- bench
+
+model: ## Fetch the default model into ~/.cache/distributed-llm/models
+	cargo run --release -q -p engine --bin fetch-model
+
+test-e2e: ## End-to-end: compose stack, health, chat across 3 agents, Prometheus, restart
+	bash scripts/e2e-compose.sh
+
+test-queries: ## Evaluate every dashboard/alert query against real agents + Prometheus
+	bash scripts/e2e-queries.sh
+
+check-deploy: ## Validate deploy/ offline (compose, promtool, dashboards, kustomize)
+	bash hack/check-deploy.sh
+
+## ---- docker compose environment ----
+base-image: ## Build the local Debian base image (debootstrap, no registry)
+	bash scripts/build-base-image.sh
+
+images: ## Build the agent image (and a local Prometheus if needed)
+	bash hack/images.sh
+
+dev-start: build model ## Start agents, Prometheus and Grafana in Docker (AGENT_COUNT)
+	bash hack/dev-up.sh
+
+dev-gpu: build model ## Start the environment plus agent-gpu (NVIDIA runtime)
+	GPU=1 bash hack/dev-up.sh
+
+dev-stop: ## Stop and remove the containers and network
+	$(COMPOSE) --profile gpu down --remove-orphans
+
+dev-restart: dev-stop dev-start ## Restart the environment
+
+dev-logs: ## Follow the logs of every container
+	$(COMPOSE) --profile gpu logs -f --tail=200
+
+dev-status: ## Show containers, health and the cluster seen by each agent
+	@$(COMPOSE) --profile gpu ps
+	@for port in 8080 8081 8082; do \
+		printf 'localhost:%s/health -> ' $$port; \
+		curl -fsS -m 3 http://localhost:$$port/health || echo "unreachable"; echo; \
+	done
+
+dev-clean: ## Remove containers, volumes, the agent image and generated files
+	$(COMPOSE) --profile gpu down --volumes --remove-orphans
+	-docker image rm distributed-llm/agent:latest 2>/dev/null
+	rm -rf target/compose
+
+## ---- TUI ----
+run-tui-docker: ## Run the TUI locally, discovering the Docker agents
+	cargo run --release --bin tui -- --docker --log-level=$(LOG_LEVEL)
+
+run-tui-k8s: ## Run the TUI against the Kubernetes deployment
+	cargo run --release --bin tui -- --k8s-namespace=$(K8S_NAMESPACE) --log-level=$(LOG_LEVEL)
+
+run-tui-local: ## Run the TUI against agents on localhost:8080,8081
+	cargo run --release --bin tui -- --seed-nodes=localhost:8080,localhost:8081 --log-level=$(LOG_LEVEL)
+
+prometheus-local: ## Run Prometheus on :9093 scraping local agents (9090-9092)
+	prometheus --config.file=deploy/prometheus/prometheus-local.yml \
+		--web.listen-address=127.0.0.1:9093 --storage.tsdb.path=/tmp/distributed-llm-prometheus
+
+## ---- Kubernetes ----
+minikube-start: build model ## Start minikube, load the image and the model, deploy
+	bash hack/minikube-start.sh
+
+minikube-stop: ## Delete the deployment from minikube
+	kubectl kustomize --load-restrictor=LoadRestrictionsNone deploy/k8s | kubectl delete --ignore-not-found -f -
