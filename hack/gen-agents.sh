@@ -8,8 +8,8 @@ LOG_TAG=agents
 
 n="${AGENT_COUNT:-3}"
 agent_services >/dev/null # validates AGENT_COUNT
-out="$GEN_DIR/docker-compose.agents.yml"
-mkdir -p "$GEN_DIR"
+out="${AGENTS_FILE:-$GEN_DIR/docker-compose.agents.yml}"
+mkdir -p "$(dirname "$out")"
 if ((n <= 3)); then
     rm -f "$out"
     exit 0

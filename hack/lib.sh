@@ -24,11 +24,12 @@ compose_cmd() {
 }
 
 # Run compose on this project: docker-compose.yml plus the generated override for
-# AGENT_COUNT > 3 when it exists, plus COMPOSE_EXTRA_FILES (space separated).
+# AGENT_COUNT > 3 when it exists (AGENTS_FILE), plus COMPOSE_EXTRA_FILES (space separated).
 dc() {
     local cmd files=(-f "$REPO_ROOT/docker-compose.yml")
     cmd=$(compose_cmd) || die "neither 'docker compose' nor 'docker-compose' is installed"
-    [[ -f "$GEN_DIR/docker-compose.agents.yml" ]] && files+=(-f "$GEN_DIR/docker-compose.agents.yml")
+    local agents="${AGENTS_FILE:-$GEN_DIR/docker-compose.agents.yml}"
+    [[ -f "$agents" ]] && files+=(-f "$agents")
     for f in ${COMPOSE_EXTRA_FILES:-}; do files+=(-f "$f"); done
     [[ -f "$GEN_DIR/images.env" ]] && set -a && . "$GEN_DIR/images.env" && set +a
     # shellcheck disable=SC2086
