@@ -72,3 +72,44 @@ image_obtainable() {
     image_exists "$1" && return 0
     timeout "${PULL_TIMEOUT:-60}" docker pull -q "$1" >/dev/null 2>&1
 }
+
+# ---- test bookkeeping for scripts/e2e-*.sh: "ok"/"FAIL" lines, "N passed, M failed" last ----
+T_PASS=0
+T_FAIL=0
+t_ok() { T_PASS=$((T_PASS + 1)); printf 'ok   %s\n' "$*"; }
+t_fail() { T_FAIL=$((T_FAIL + 1)); printf 'FAIL %s\n' "$*"; }
+t_check() { # t_check <description> <command...>
+    local what="$1" out; shift
+    if out=$("$@" 2>&1); then t_ok "$what"; else t_fail "$what"; [[ -n "$out" ]] && tail -15 <<<"$out" | sed 's/^/     /'; fi
+}
+t_summary() { echo "$T_PASS passed, $T_FAIL failed"; }
+
+# Ensure target/<profile>/{agent,tui} exist (CI builds them first).
+ensure_binaries() { # ensure_binaries <bin dir>
+    [[ -x "$REPO_ROOT/$1/agent" ]] && return 0
+    log "$1/agent missing: cargo build --bins"
+    local flags=(); [[ "$1" == target/release ]] && flags=(--release)
+    (cd "$REPO_ROOT" && cargo build "${flags[@]}" --bins) || return 1
+}
+
+# Ensure the default model is in ~/.cache/distributed-llm/models.
+ensure_model() {
+    local dir="${MODEL_DIR:-$HOME/.cache/distributed-llm/models}"
+    [[ -r "$dir/${MODEL_FILE:-$DEFAULT_MODEL_FILE}" ]] && return 0
+    log "model missing: cargo run -p engine --bin fetch-model"
+    (cd "$REPO_ROOT" && cargo run -q -p engine --bin fetch-model) >/dev/null
+}
+
+# An OpenAI chat completion; prints the response body. chat <base url> <prompt> [max_tokens]
+chat() {
+    curl -fsS -m "${CHAT_TIMEOUT:-120}" -H 'Content-Type: application/json' "$1/v1/chat/completions" \
+        -d "$(jq -nc --arg p "$2" --argjson n "${3:-8}" \
+            '{model: "default", messages: [{role: "user", content: $p}], max_tokens: $n, temperature: 0}')"
+}
+
+# One sample of a metric from a /metrics URL, summed over its series.
+metric_sum() { # metric_sum <metrics url> <name>
+    curl -fsS -m 5 "$1" | awk -v n="$2" '$1 == n || index($1, n "{") == 1 {s += $NF} END {printf "%d\n", s}'
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
