@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# End-to-end test of the Docker Compose environment (no registry needed):
+#  1. builds the local base image (debootstrap), the agent image from target/debug and a
+#     Prometheus image from Debian's package;
+#  2. brings up agent-1..3 + prometheus (project distributed-llm, no Grafana);
+#  3. checks health, `curl localhost:8080/health`, the layer split, a chat completion
+#     entered at agent-2 that runs on all three agents, Prometheus targets at :9093;
+#  4. `docker restart distributed-llm-agent-2` and checks the cluster recovers;
+#  5. `make dev-stop` and `make dev-clean` leave nothing behind.
+# Last line: "N passed, M failed"; exit status non-zero on failure; cleans up on any exit.
+# Env: HEALTH_TIMEOUT (300 s), E2E_FORCE=1 replaces a running distributed-llm stack.
+set -uo pipefail
+LOG_TAG=e2e-compose
+. "$(dirname "$0")/../hack/lib.sh"
+cd "$REPO_ROOT"
+
+export BIN_DIR=${BIN_DIR:-target/debug}
+export BASE_IMAGE=${BASE_IMAGE:-$LOCAL_BASE_IMAGE}
+export PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-$LOCAL_PROMETHEUS_IMAGE}
+export NO_GRAFANA=1 AGENT_COUNT=3 LOG_LEVEL=${LOG_LEVEL:-info}
+HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-300}
+AGENTS=(agent-1 agent-2 agent-3)
+API=(http://localhost:8080 http://localhost:8081 http://localhost:8082)
+MET=(http://localhost:9090/metrics http://localhost:9091/metrics http://localhost:9092/metrics)
+STARTED=0
+
+project_containers() { docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"; }
+cleanup() {
+    if ((STARTED)) && [[ -n "$(project_containers)" ]]; then
+        dc --profile gpu down --volumes --remove-orphans >/dev/null 2>&1
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+finish() {
+    if ((T_FAIL > 0)) && ((STARTED)); then
+        for a in "${AGENTS[@]}" prometheus; do
+            echo "---- docker logs distributed-llm-$a (tail)"
+            docker logs --tail 25 "distributed-llm-$a" 2>&1
+        done
+    fi
+    t_summary
+    ((T_FAIL == 0))
+    exit
+}
+abort() { t_fail "$*"; finish; }
+
+# ---- prerequisites ----
+command -v docker >/dev/null || abort "docker is not installed"
+docker info >/dev/null 2>&1 || abort "cannot talk to the Docker engine"
+compose_cmd >/dev/null || apt_need docker-compose docker-compose
+apt_need jq jq
+apt_need curl curl
+apt_need make make
+ensure_binaries "$BIN_DIR" || abort "cargo build --bins failed"
+ensure_model || abort "could not fetch the default model"
+if [[ -n "$(project_containers)" ]]; then
+    [[ "${E2E_FORCE:-0}" == 1 ]] || abort "a $COMPOSE_PROJECT_NAME stack is already running (make dev-stop, or E2E_FORCE=1)"
+    dc --profile gpu down --remove-orphans >/dev/null 2>&1
+fi
+for p in 8080 8081 8082 9090 9091 9092 9093; do
+    port_free "$p" || abort "port $p is in use by another program: the stack needs the guide's ports"
+done
+
+# ---- images and stack ----
+t_check "images built (base $BASE_IMAGE, agent from $BIN_DIR, $PROMETHEUS_IMAGE)" hack/images.sh
+STARTED=1
+t_check "docker compose up agent-1 agent-2 agent-3 prometheus" dc up -d --no-build "${AGENTS[@]}" prometheus
+
+health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null; }
+agents_healthy() { local a; for a in "${AGENTS[@]}"; do [[ "$(health "distributed-llm-$a")" == healthy ]] || return 1; done; }
+wait_for "$HEALTH_TIMEOUT" "healthy agents" agents_healthy && t_ok "3 agent containers healthy" \
+    || abort "agents not healthy: $(for a in "${AGENTS[@]}"; do printf '%s=%s ' "$a" "$(health "distributed-llm-$a")"; done)"
+t_check "curl localhost:8080/health" curl -fsS -m 5 http://localhost:8080/health
+
+# Each agent holds a non-empty layer range and together they cover the model.
+layers_ok() {
+    local i held total=0 model
+    model=$(metric_sum "${MET[0]}" distributed_llm_cluster_model_layers) || return 1
+    for i in 0 1 2; do
+        held=$(metric_sum "${MET[$i]}" distributed_llm_cluster_layers_held) || return 1
+        ((held > 0)) || { echo "${AGENTS[$i]} holds no layers"; return 1; }
+        total=$((total + held))
+    done
+    ((model > 0 && total == model)) || { echo "layers held $total, model $model"; return 1; }
+    echo "layers held: $total of $model"
+}
+wait_for 120 "layer plan over 3 agents" layers_ok
+t_check "the 3 agents split the model's layers" layers_ok
+
+# A chat completion entered at agent-2 runs a forward step on every agent.
+forward_counts() { local m; for m in "${MET[@]}"; do metric_sum "$m" distributed_llm_stage_forward_seconds_count; done; }
+chat_spans_all() { # chat_spans_all <api url>
+    local before after body i
+    mapfile -t before < <(forward_counts)
+    body=$(chat "$1" "What is the capital of France? Answer in one word." 8) || { echo "request failed: $body"; return 1; }
+    jq -e '.choices[0].message.content | length > 0' >/dev/null <<<"$body" || { echo "no content: $body"; return 1; }
+    mapfile -t after < <(forward_counts)
+    for i in 0 1 2; do
+        ((${after[$i]:-0} > ${before[$i]:-0})) || { echo "${AGENTS[$i]} did no forward step (${before[$i]} -> ${after[$i]})"; return 1; }
+    done
+    echo "answer: $(jq -c '.choices[0].message.content' <<<"$body"); forward steps ${before[*]} -> ${after[*]}"
+}
+t_check "chat completion via agent-2 (localhost:8081) spans all three agents" chat_spans_all "${API[1]}"
+
+# Prometheus scrapes every agent.
+targets_up() {
+    local t
+    t=$(curl -fsS -m 5 http://localhost:9093/api/v1/targets) || return 1
+    jq -e '[.data.activeTargets[] | select(.labels.job == "distributed-llm-agents")] | length == 3' >/dev/null <<<"$t" &&
+        jq -e '[.data.activeTargets[] | .health] | all(. == "up")' >/dev/null <<<"$t"
+}
+wait_for 90 "Prometheus targets up" targets_up
+t_check "Prometheus localhost:9093/api/v1/targets: all up" targets_up
+t_check "Prometheus has agent metrics" bash -c \
+    "curl -fsS -m 5 'http://localhost:9093/api/v1/query?query=count(distributed_llm_node_info)' | jq -e '.data.result[0].value[1] == \"3\"'"
+
+# Restart agent-2: the cluster recovers and serves again, through agent-2 and agent-1.
+t_check "docker restart distributed-llm-agent-2" docker restart -t 10 distributed-llm-agent-2
+wait_for "$HEALTH_TIMEOUT" "agents healthy after restart" agents_healthy && t_ok "agents healthy after the restart" \
+    || t_fail "agents not healthy after the restart"
+wait_for 120 "layer plan after restart" layers_ok
+t_check "layers covered after the restart" layers_ok
+retry_chat() { wait_for 120 "chat via $1" chat_spans_all "$1" && chat_spans_all "$1"; }
+t_check "chat via agent-2 after its restart spans all three agents" retry_chat "${API[1]}"
+t_check "chat via agent-1 after the restart" retry_chat "${API[0]}"
+wait_for 90 "Prometheus targets up" targets_up
+t_check "Prometheus targets all up after the restart" targets_up
+
+# ---- teardown through the Makefile ----
+t_check "make dev-stop" make -s dev-stop
+t_check "no container of the project left after dev-stop" bash -c "[[ -z \"\$(docker ps -aq --filter label=com.docker.compose.project=$COMPOSE_PROJECT_NAME)\" ]]"
+t_check "network distributed-llm_llm-network removed" bash -c '! docker network inspect distributed-llm_llm-network >/dev/null 2>&1'
+t_check "make dev-clean" make -s dev-clean
+t_check "no volume of the project left after dev-clean" bash -c "[[ -z \"\$(docker volume ls -q --filter label=com.docker.compose.project=$COMPOSE_PROJECT_NAME)\" ]]"
+t_check "nothing listening on 8080-8082, 9090-9093" bash -c '. hack/lib.sh; for p in 8080 8081 8082 9090 9091 9092 9093; do port_free $p || exit 1; done'
+STARTED=0
+finish
