@@ -1,1 +1,160 @@
-//! placeholder
+//! gRPC protocol of distributed-llm, package `distributed_llm.v1`.
+//!
+//! Generated at build time from `proto/distributed_llm.proto` by protox (no `protoc`
+//! needed) and tonic-prost-build. Three services:
+//!
+//! - [`NodeService`](v1::node_service_server::NodeService): node info, members and plan,
+//!   models, metrics snapshots (unary and streamed).
+//! - [`InferenceService`](v1::inference_service_server::InferenceService): streamed
+//!   text generation for clients.
+//! - [`PipelineService`](v1::pipeline_service_server::PipelineService): one bidi
+//!   `Forward` stream per request and hop between agents.
+//!
+//! [`FILE_DESCRIPTOR_SET`] feeds `tonic-reflection` (v1 and v1alpha).
+
+/// Generated messages, clients (`*_client`) and servers (`*_server`).
+pub mod v1 {
+    tonic::include_proto!("distributed_llm.v1");
+}
+
+pub use v1::inference_service_client::InferenceServiceClient;
+pub use v1::inference_service_server::{InferenceService, InferenceServiceServer};
+pub use v1::node_service_client::NodeServiceClient;
+pub use v1::node_service_server::{NodeService, NodeServiceServer};
+pub use v1::pipeline_service_client::PipelineServiceClient;
+pub use v1::pipeline_service_server::{PipelineService, PipelineServiceServer};
+
+/// Encoded `google.protobuf.FileDescriptorSet` of the protocol, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/distributed_llm_descriptor.bin"));
+
+/// Fully qualified names of the three services, as reflection lists them.
+pub const SERVICE_NAMES: [&str; 3] = [
+    "distributed_llm.v1.NodeService",
+    "distributed_llm.v1.InferenceService",
+    "distributed_llm.v1.PipelineService",
+];
+
+impl v1::LayerRange {
+    /// Number of layers in the range (0 when empty or inverted).
+    pub fn len(&self) -> u32 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// True when the range holds no layer.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl v1::MemberState {
+    /// Lower-case label ("alive", "suspect", "dead", "unspecified").
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::v1::*;
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn descriptor_set_contains_the_three_services() {
+        let fds = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let file = fds
+            .file
+            .iter()
+            .find(|f| f.package() == "distributed_llm.v1")
+            .expect("package distributed_llm.v1 in the descriptor set");
+        let services: Vec<String> = file
+            .service
+            .iter()
+            .map(|s| format!("{}.{}", file.package(), s.name()))
+            .collect();
+        for name in SERVICE_NAMES {
+            assert!(
+                services.iter().any(|s| s == name),
+                "{name} missing: {services:?}"
+            );
+        }
+        let forward = file
+            .service
+            .iter()
+            .find(|s| s.name() == "PipelineService")
+            .unwrap()
+            .method
+            .iter()
+            .find(|m| m.name() == "Forward")
+            .unwrap();
+        assert!(forward.client_streaming() && forward.server_streaming());
+    }
+
+    #[test]
+    fn forward_request_round_trips() {
+        let hidden: Vec<u8> = (0..2 * 576 * 2).map(|i| (i % 251) as u8).collect();
+        let msg = ForwardRequest {
+            msg: Some(forward_request::Msg::Step(ForwardStep {
+                position: 7,
+                tokens: vec![1, 2],
+                n_tokens: 2,
+                dim: 576,
+                hidden: hidden.clone(),
+            })),
+        };
+        let back = ForwardRequest::decode(msg.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back, msg);
+        match back.msg {
+            Some(forward_request::Msg::Step(step)) => assert_eq!(step.hidden, hidden),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn optional_sampling_fields_distinguish_unset_from_zero() {
+        let greedy = SamplingParams {
+            temperature: Some(0.0),
+            ..Default::default()
+        };
+        let back = SamplingParams::decode(greedy.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back.temperature, Some(0.0));
+        assert_eq!(back.top_k, None);
+        let unset = SamplingParams::decode(&[][..]).unwrap();
+        assert_eq!(unset.temperature, None);
+    }
+
+    #[test]
+    fn generate_response_final_event_round_trips() {
+        let msg = GenerateResponse {
+            event: Some(generate_response::Event::Done(FinalEvent {
+                finish_reason: "length".into(),
+                usage: Some(Usage {
+                    prompt_tokens: 12,
+                    completion_tokens: 8,
+                }),
+                timings: Some(Timings {
+                    ttft_ms: 31.5,
+                    tokens_per_second: 40.0,
+                    total_ms: 231.0,
+                }),
+                request_id: "r1".into(),
+            })),
+        };
+        let back = GenerateResponse::decode(msg.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn layer_range_len() {
+        assert_eq!(LayerRange { start: 3, end: 10 }.len(), 7);
+        assert!(LayerRange { start: 5, end: 5 }.is_empty());
+        assert!(LayerRange { start: 6, end: 5 }.is_empty());
+        assert_eq!(MemberState::Dead.label(), "dead");
+    }
+}
