@@ -104,7 +104,7 @@ ensure_model() {
 chat() {
     curl -fsS -m "${CHAT_TIMEOUT:-120}" -H 'Content-Type: application/json' "$1/v1/chat/completions" \
         -d "$(jq -nc --arg p "$2" --argjson n "${3:-8}" \
-            '{model: "default", messages: [{role: "user", content: $p}], max_tokens: $n, temperature: 0}')"
+            '{messages: [{role: "user", content: $p}], max_tokens: $n, temperature: 0}')"
 }
 
 # One sample of a metric from a /metrics URL, summed over its series.
