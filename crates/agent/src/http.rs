@@ -1,0 +1,333 @@
+//! HTTP API on the API port: `/health`, `/v1/models`, `/v1/chat/completions`
+//! (OpenAI-compatible, streaming as server-sent events) and `/v1/cluster`; and the
+//! metrics server (`/metrics`, `/health`) on the metrics port.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde_json::json;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::grpc::chat_tokens;
+use crate::metrics::RequestStatus;
+use crate::openai::*;
+use crate::pipeline::{self, GenError, GenEvent, GenRequest};
+use crate::state::AgentState;
+
+type AppState = Arc<AgentState>;
+
+/// An error answered in OpenAI's format.
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<GenError> for ApiError {
+    fn from(e: GenError) -> Self {
+        let status = match e {
+            GenError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GenError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GenError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+fn error_kind(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400..=499 => "invalid_request_error",
+        503 => "service_unavailable",
+        _ => "server_error",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: self.message,
+                kind: error_kind(self.status).into(),
+                code: self.status.as_u16(),
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Routes of the API port (merged with the gRPC routes).
+pub fn api_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(models))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/chat/completions", post(chat_completions))
+        .with_state(state)
+}
+
+/// Routes of the metrics port.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+/// Unknown paths: gRPC `UNIMPLEMENTED` for gRPC clients, a JSON 404 otherwise.
+pub async fn not_found(req: axum::extract::Request) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented(format!("unknown method {}", req.uri().path()))
+            .into_http::<axum::body::Body>()
+            .into_response();
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", req.uri().path()),
+    )
+    .into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let (ok, msg) = s.health();
+    let body = json!({
+        "status": if ok { "ok" } else { "unhealthy" },
+        "message": msg,
+        "node_id": s.node_id,
+        "layers": s.local_range().map(|r| [r.start, r.end]),
+        "plan_version": s.view().plan.map(|p| p.version),
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn models(State(s): State<AppState>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list",
+        data: vec![ModelCard {
+            id: s.model.id.clone(),
+            object: "model",
+            created: 0,
+            owned_by: "distributed-llm",
+        }],
+    })
+}
+
+async fn cluster(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let view = s.view();
+    let members: Vec<_> = view
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "node_id": m.node_id, "state": m.state.label(), "api_addr": m.api_addr,
+                "gossip_addr": m.gossip_addr, "is_self": m.is_self,
+                "layers": m.layers.as_ref().map(|r| [r.start, r.end]),
+                "healthy": m.healthy, "generation": m.generation,
+                "cpu_cores": m.cpu_cores, "memory_available_bytes": m.memory_available,
+                "gpus": m.gpu_count, "plan_version": m.plan_version,
+            })
+        })
+        .collect();
+    let plan = view.plan.as_ref().map(|p| {
+        json!({
+            "version": p.version, "model": p.model, "n_layers": p.n_layers,
+            "complete": p.is_complete(),
+            "assignments": p.slices.iter().map(|sl| json!({
+                "node_id": sl.node_id, "api_addr": sl.api_addr,
+                "start": sl.range.start, "end": sl.range.end,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    Json(json!({ "node_id": s.node_id, "members": members, "plan": plan }))
+}
+
+async fn chat_completions(
+    State(s): State<AppState>,
+    body: Result<Json<ChatCompletionRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let reject = |e: ApiError| {
+        s.metrics.finish_request(RequestStatus::Rejected);
+        e
+    };
+    let Json(req) = body.map_err(|r| reject(ApiError::new(r.status(), r.body_text())))?;
+    let v = req
+        .validate(&s.model.id)
+        .map_err(|m| reject(ApiError::new(StatusCode::BAD_REQUEST, m)))?;
+    let prompt_tokens = chat_tokens(&s, &v.messages).map_err(|e| reject(e.into()))?;
+    let params = engine::SamplingParams {
+        temperature: v.temperature,
+        top_k: v.top_k as usize,
+        top_p: v.top_p,
+        repeat_penalty: v.repeat_penalty,
+        repeat_last_n: 64,
+        seed: v.seed,
+        max_tokens: v.max_tokens as usize,
+        stop: v.stop.clone(),
+    };
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let gen = GenRequest {
+        request_id: id.clone(),
+        prompt_tokens,
+        params,
+    };
+    let events = pipeline::start(s.clone(), gen).map_err(|e| reject(e.into()))?;
+    let model = s.model.id.clone();
+    if req.stream {
+        Ok(stream_response(id, model, events))
+    } else {
+        collect_response(id, model, events).await
+    }
+}
+
+fn chunk(id: &str, model: &str, delta: Delta, finish: Option<&str>, usage: Option<Usage>) -> Event {
+    let c = ChatCompletionChunk {
+        id: id.into(),
+        object: "chat.completion.chunk",
+        created: unix_now(),
+        model: model.into(),
+        choices: vec![ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish.map(Into::into),
+        }],
+        usage,
+    };
+    Event::default().data(serde_json::to_string(&c).unwrap_or_default())
+}
+
+fn stream_response(
+    id: String,
+    model: String,
+    events: tokio::sync::mpsc::Receiver<GenEvent>,
+) -> Response {
+    let first = chunk(
+        &id,
+        &model,
+        Delta {
+            role: Some("assistant".into()),
+            content: Some(String::new()),
+        },
+        None,
+        None,
+    );
+    let body = ReceiverStream::new(events).filter_map(move |ev| {
+        let out = match ev {
+            GenEvent::Token { text, .. } | GenEvent::Text(text) if text.is_empty() => None,
+            GenEvent::Token { text, .. } | GenEvent::Text(text) => Some(vec![chunk(
+                &id,
+                &model,
+                Delta {
+                    role: None,
+                    content: Some(text),
+                },
+                None,
+                None,
+            )]),
+            GenEvent::Done(f) => Some(vec![
+                chunk(
+                    &id,
+                    &model,
+                    Delta::default(),
+                    Some(f.finish_reason),
+                    Some(Usage {
+                        prompt_tokens: f.prompt_tokens,
+                        completion_tokens: f.completion_tokens,
+                        total_tokens: f.prompt_tokens + f.completion_tokens,
+                    }),
+                ),
+                Event::default().data("[DONE]"),
+            ]),
+            GenEvent::Failed(e) => {
+                let err = ApiError::from(e);
+                let body = json!({"error": {"message": err.message, "type": error_kind(err.status), "code": err.status.as_u16()}});
+                Some(vec![
+                    Event::default().data(body.to_string()),
+                    Event::default().data("[DONE]"),
+                ])
+            }
+        };
+        futures::future::ready(out)
+    });
+    let body = futures::stream::once(futures::future::ready(vec![first]))
+        .chain(body)
+        .flat_map(|v| futures::stream::iter(v.into_iter().map(Ok::<_, Infallible>)));
+    Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+async fn collect_response(
+    id: String,
+    model: String,
+    mut events: tokio::sync::mpsc::Receiver<GenEvent>,
+) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    while let Some(ev) = events.recv().await {
+        match ev {
+            GenEvent::Token { text: t, .. } | GenEvent::Text(t) => text.push_str(&t),
+            GenEvent::Failed(e) => return Err(e.into()),
+            GenEvent::Done(f) => {
+                let body = ChatCompletion {
+                    id,
+                    object: "chat.completion",
+                    created: unix_now(),
+                    model,
+                    choices: vec![Choice {
+                        index: 0,
+                        message: Message {
+                            role: "assistant".into(),
+                            content: text,
+                        },
+                        finish_reason: f.finish_reason.into(),
+                    }],
+                    usage: Usage {
+                        prompt_tokens: f.prompt_tokens,
+                        completion_tokens: f.completion_tokens,
+                        total_tokens: f.prompt_tokens + f.completion_tokens,
+                    },
+                };
+                return Ok(Json(body).into_response());
+            }
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "generation ended without a result",
+    ))
+}

@@ -1,0 +1,279 @@
+//! Distributed generation. The agent a request enters coordinates it: for every
+//! step it runs the stages in order (its own in-process, others over gRPC), gets a
+//! token from the last stage, detokenizes, applies stop strings and streams out.
+
+pub mod remote;
+pub mod server;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::SamplingParams;
+use proto::v1::ForwardHeader;
+use tokio::sync::mpsc;
+
+use crate::metrics::RequestStatus;
+use crate::state::AgentState;
+use crate::stop::{StopMatcher, StopOutcome};
+use remote::RemoteHop;
+use session::{step_blocking, StageSession, StepIn, StepOut};
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenError {
+    /// Client error (400).
+    BadRequest(String),
+    /// The model is not fully available now (503).
+    Unavailable(String),
+    /// Something broke while generating (500).
+    Internal(String),
+}
+
+impl std::fmt::Display for GenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GenError::BadRequest(m) | GenError::Unavailable(m) | GenError::Internal(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+/// A tokenized generation request.
+#[derive(Debug, Clone)]
+pub struct GenRequest {
+    pub request_id: String,
+    pub prompt_tokens: Vec<u32>,
+    pub params: SamplingParams,
+}
+
+/// Totals of a finished request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub finish_reason: &'static str,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub ttft: Duration,
+    pub total: Duration,
+    pub tokens_per_second: f64,
+    /// Per remote hop: (peer, mean round trip, mean stage compute).
+    pub hops: Vec<(String, Duration, Duration)>,
+}
+
+/// Events streamed to the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenEvent {
+    Token {
+        id: u32,
+        text: String,
+    },
+    /// Text held back by the stop-string matcher, released at the end.
+    Text(String),
+    Done(Finished),
+    Failed(GenError),
+}
+
+enum Hop {
+    Local(Option<StageSession>),
+    Remote(RemoteHop),
+}
+
+impl Hop {
+    async fn step(&mut self, input: StepIn) -> Result<StepOut, GenError> {
+        match self {
+            Hop::Local(slot) => {
+                let session = slot
+                    .take()
+                    .ok_or_else(|| GenError::Internal("local stage lost after an error".into()))?;
+                let (session, out, _) = step_blocking(session, input)
+                    .await
+                    .map_err(GenError::Internal)?;
+                *slot = Some(session);
+                Ok(out)
+            }
+            Hop::Remote(r) => r.step(input).await,
+        }
+    }
+}
+
+/// Validate against the model, plan a route and start generating in a task.
+/// Errors here are reported before any token (for a proper HTTP/gRPC status).
+pub fn start(
+    state: Arc<AgentState>,
+    req: GenRequest,
+) -> Result<mpsc::Receiver<GenEvent>, GenError> {
+    let info = &state.model.info;
+    req.params
+        .validate(info.context_length)
+        .map_err(GenError::BadRequest)?;
+    if req.prompt_tokens.is_empty() {
+        return Err(GenError::BadRequest("the prompt is empty".into()));
+    }
+    if req.prompt_tokens.len() >= info.context_length {
+        return Err(GenError::BadRequest(format!(
+            "the prompt has {} tokens; the model's context is {}",
+            req.prompt_tokens.len(),
+            info.context_length
+        )));
+    }
+    let (plan_version, route) = state.route().map_err(GenError::Unavailable)?;
+    let mut hops = Vec::with_capacity(route.len());
+    for h in &route {
+        if h.local {
+            let stage = state
+                .stage()
+                .filter(|s| s.range() == h.range)
+                .ok_or_else(|| GenError::Unavailable("local layers are being reloaded".into()))?;
+            hops.push(Hop::Local(Some(StageSession::new(stage, &req.params))));
+        } else {
+            let header = ForwardHeader {
+                request_id: req.request_id.clone(),
+                model: state.model.id.clone(),
+                layer_start: h.range.start as u32,
+                layer_end: h.range.end as u32,
+                plan_version,
+                sampling: Some(crate::convert::sampling_to_proto(&req.params)),
+                origin_node: state.node_id.clone(),
+            };
+            let channel = state.channel(&h.api_addr).map_err(GenError::Unavailable)?;
+            hops.push(Hop::Remote(RemoteHop::new(
+                h.node_id.clone(),
+                h.api_addr.clone(),
+                header,
+                channel,
+                state.metrics.clone(),
+            )));
+        }
+    }
+    let (tx, rx) = mpsc::channel(64);
+    state.metrics.active_requests.inc();
+    tokio::spawn(async move {
+        let t0 = Instant::now();
+        let status = run(&state, req, hops, &tx, t0).await;
+        state.metrics.active_requests.dec();
+        state.metrics.finish_request(status);
+        state
+            .metrics
+            .request_duration
+            .observe(t0.elapsed().as_secs_f64());
+    });
+    Ok(rx)
+}
+
+async fn run(
+    state: &AgentState,
+    req: GenRequest,
+    mut hops: Vec<Hop>,
+    tx: &mpsc::Sender<GenEvent>,
+    t0: Instant,
+) -> RequestStatus {
+    let model = &state.model;
+    let mut decoder = model.tokenizer.stream();
+    let mut stops = StopMatcher::new(&req.params.stop);
+    let prompt_len = req.prompt_tokens.len();
+    let mut input = req.prompt_tokens.clone();
+    let mut position = 0usize;
+    let mut generated = 0u32;
+    let mut ttft = Duration::ZERO;
+    let mut first_at = t0;
+    let mut stop_matched = false;
+    state.metrics.prompt_tokens.inc_by(prompt_len as u64);
+    let finish_reason = loop {
+        let mut step = StepIn {
+            position,
+            tokens: input.clone(),
+            hidden: None,
+        };
+        let mut token = None;
+        for hop in hops.iter_mut() {
+            let out = match hop.step(step.clone()).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(request = %req.request_id, "generation failed: {e}");
+                    let _ = tx.send(GenEvent::Failed(e)).await;
+                    return RequestStatus::Error;
+                }
+            };
+            match out {
+                StepOut::Hidden(h) => step.hidden = Some(h),
+                StepOut::Token(t) => token = Some(t),
+            }
+        }
+        let Some(token) = token else {
+            let _ = tx
+                .send(GenEvent::Failed(GenError::Internal(
+                    "the last stage returned no token".into(),
+                )))
+                .await;
+            return RequestStatus::Error;
+        };
+        position += input.len();
+        generated += 1;
+        state.metrics.tokens_generated.inc();
+        if generated == 1 {
+            ttft = t0.elapsed();
+            first_at = Instant::now();
+            state.metrics.ttft.observe(ttft.as_secs_f64());
+            *state.last_ttft_ms.lock().unwrap_or_else(|p| p.into_inner()) =
+                ttft.as_secs_f64() * 1000.0;
+        }
+        if model.stop_tokens.contains(&token) {
+            break "stop";
+        }
+        let piece = decoder.push(token).ok().flatten().unwrap_or_default();
+        let (text, stopped) = match stops.push(&piece) {
+            StopOutcome::Continue(t) => (t, false),
+            StopOutcome::Stop(t) => (t, true),
+        };
+        if tx.send(GenEvent::Token { id: token, text }).await.is_err() {
+            tracing::info!(request = %req.request_id, "client went away; stopping");
+            return RequestStatus::Cancelled;
+        }
+        if stopped {
+            stop_matched = true;
+            break "stop";
+        }
+        if generated as usize >= req.params.max_tokens || position + 1 >= model.info.context_length
+        {
+            break "length";
+        }
+        input = vec![token];
+    };
+    let rest = stops.finish();
+    if !rest.is_empty() && !stop_matched {
+        let _ = tx.send(GenEvent::Text(rest)).await;
+    }
+    let total = t0.elapsed();
+    let after_first = first_at.elapsed().as_secs_f64();
+    let tps = if generated > 1 && after_first > 0.0 {
+        f64::from(generated - 1) / after_first
+    } else {
+        0.0
+    };
+    state.metrics.tokens_per_second.set(tps);
+    let hops = hops
+        .iter()
+        .filter_map(|h| match h {
+            Hop::Remote(r) if r.steps > 0 => Some((
+                r.peer.clone(),
+                r.rtt_total / r.steps,
+                r.compute_total / r.steps,
+            )),
+            _ => None,
+        })
+        .collect();
+    let done = Finished {
+        finish_reason,
+        prompt_tokens: prompt_len as u32,
+        completion_tokens: generated,
+        ttft,
+        total,
+        tokens_per_second: tps,
+        hops,
+    };
+    if tx.send(GenEvent::Done(done)).await.is_err() {
+        return RequestStatus::Cancelled;
+    }
+    RequestStatus::Ok
+}
