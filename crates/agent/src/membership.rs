@@ -1,9 +1,10 @@
 //! Adapter between the agent and the gossip layer (`cluster` crate): publishes this
 //! agent's advert, reads members, computes the plan.
-//!
-//! TEMPORARY: single-node view until the cluster crate lands.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
+
+use anyhow::{anyhow, Context, Result};
 
 use crate::view::{Liveness, MemberView, PlanView, Slice};
 
@@ -17,8 +18,7 @@ pub struct LocalAdvert {
     pub cpu_cores: u32,
     pub memory_total: u64,
     pub memory_available: u64,
-    pub gpu_count: u32,
-    pub gpu_memory_total: u64,
+    pub gpus: Vec<cluster::GpuAdvert>,
     pub models: Vec<String>,
     pub layers: Option<Range<usize>>,
     pub healthy: bool,
@@ -27,9 +27,28 @@ pub struct LocalAdvert {
     pub plan_version: u64,
 }
 
-/// Gossip membership handle.
-pub struct Membership {
-    me: tokio::sync::Mutex<Option<LocalAdvert>>,
+impl LocalAdvert {
+    fn to_cluster(&self) -> cluster::NodeAdvert {
+        let r = self.layers.clone().unwrap_or(0..0);
+        cluster::NodeAdvert {
+            node_id: self.node_id.clone(),
+            api_addr: self.api_addr.clone(),
+            gossip_addr: self.gossip_addr.clone(),
+            metrics_addr: self.metrics_addr.clone(),
+            cpu_cores: self.cpu_cores,
+            cpu_usage_percent: 0.0,
+            memory_total: self.memory_total,
+            memory_available: self.memory_available,
+            gpus: self.gpus.clone(),
+            models: self.models.clone(),
+            layer_start: r.start as u32,
+            layer_end: r.end as u32,
+            healthy: self.healthy,
+            generation: self.generation,
+            version: self.version.clone(),
+            plan_version: self.plan_version,
+        }
+    }
 }
 
 /// Gossip settings.
@@ -37,45 +56,80 @@ pub struct Membership {
 pub struct GossipConfig {
     pub node_id: String,
     pub generation: u64,
-    pub listen: std::net::SocketAddr,
+    pub listen: SocketAddr,
+    /// `host:port` peers gossip to (resolved once at start).
     pub advertise: String,
     pub seeds: Vec<String>,
 }
 
+/// Gossip membership handle.
+pub struct Membership {
+    inner: cluster::Membership,
+}
+
 impl Membership {
-    pub async fn start(_cfg: GossipConfig) -> anyhow::Result<Self> {
-        Ok(Self {
-            me: tokio::sync::Mutex::new(None),
-        })
+    /// Join the gossip with `initial` as this agent's advert.
+    pub async fn start(cfg: GossipConfig, initial: &LocalAdvert) -> Result<Self> {
+        let advertise = resolve(&cfg.advertise)?;
+        let mut c = cluster::MembershipConfig::new(cfg.node_id, cfg.listen);
+        c.generation = cfg.generation;
+        c.advertise = advertise;
+        c.seeds = cfg
+            .seeds
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let inner = cluster::Membership::start(c, initial.to_cluster())
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(Self { inner })
     }
 
+    /// Publish this agent's advert (no-op when unchanged).
     pub async fn publish(&self, advert: &LocalAdvert) {
-        *self.me.lock().await = Some(advert.clone());
+        self.inner.set_advert(&advert.to_cluster()).await;
     }
 
+    /// All members, self included, sorted by node id.
     pub async fn members(&self) -> Vec<MemberView> {
-        let me = self.me.lock().await;
-        me.iter()
-            .map(|a| to_view(a, Liveness::Alive, true))
-            .collect()
+        self.inner.members().await.iter().map(to_view).collect()
     }
 }
 
-fn to_view(a: &LocalAdvert, state: Liveness, is_self: bool) -> MemberView {
+fn resolve(hostport: &str) -> Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = hostport
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve the advertise address {hostport}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| anyhow!("advertise address {hostport} resolves to nothing"))
+}
+
+fn to_view(m: &cluster::Member) -> MemberView {
+    let a = &m.advert;
     MemberView {
         node_id: a.node_id.clone(),
         api_addr: a.api_addr.clone(),
         gossip_addr: a.gossip_addr.clone(),
         metrics_addr: a.metrics_addr.clone(),
-        state,
-        is_self,
+        state: match m.state {
+            cluster::MemberState::Alive => Liveness::Alive,
+            cluster::MemberState::Suspect => Liveness::Suspect,
+            cluster::MemberState::Dead => Liveness::Dead,
+        },
+        is_self: m.is_self,
         cpu_cores: a.cpu_cores,
         memory_total: a.memory_total,
         memory_available: a.memory_available,
-        gpu_count: a.gpu_count,
-        gpu_memory_total: a.gpu_memory_total,
+        gpu_count: a.gpus.len() as u32,
+        gpu_memory_total: a.gpus.iter().map(|g| g.memory_total).sum(),
         models: a.models.clone(),
-        layers: a.layers.clone(),
+        layers: (a.layer_end > a.layer_start).then(|| a.layer_start as usize..a.layer_end as usize),
         healthy: a.healthy,
         generation: a.generation,
         version: a.version.clone(),
@@ -91,7 +145,7 @@ pub fn plan(
 ) -> Result<PlanView, String> {
     let alive: Vec<&MemberView> = members
         .iter()
-        .filter(|m| m.state == Liveness::Alive && m.models.iter().any(|x| x == model_id))
+        .filter(|m| m.state != Liveness::Dead && m.models.iter().any(|x| x == model_id))
         .collect();
     let footprint = cluster::ModelFootprint {
         n_layers: model.n_layers,

@@ -96,25 +96,24 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         model,
         metrics,
     ));
+    let advert = initial_advert(&state, args.memory_limit);
     let membership = Arc::new(
-        Membership::start(GossipConfig {
-            node_id: node_id.clone(),
-            generation,
-            listen: SocketAddr::new(bind_ip, args.gossip_port),
-            advertise: addrs.gossip.clone(),
-            seeds: args.seed_nodes.clone(),
-        })
+        Membership::start(
+            GossipConfig {
+                node_id: node_id.clone(),
+                generation,
+                listen: SocketAddr::new(bind_ip, args.gossip_port),
+                advertise: addrs.gossip.clone(),
+                seeds: args.seed_nodes.clone(),
+            },
+            &advert,
+        )
         .await
         .context("starting gossip (--gossip-port)")?,
     );
     let (app, health) = crate::server::router(state.clone())?;
     tokio::spawn(resource_loop(state.clone()));
-    tokio::spawn(placement_loop(
-        state.clone(),
-        membership,
-        health,
-        args.memory_limit,
-    ));
+    tokio::spawn(placement_loop(state.clone(), membership, health, advert));
     let metrics_app = crate::http::metrics_router(state.clone());
     tokio::spawn(async move {
         if let Err(e) = crate::server::serve(metrics_listener, metrics_app).await {
@@ -175,20 +174,14 @@ fn quantise(bytes: u64) -> u64 {
     bytes / Q * Q
 }
 
-/// Keeps the view fresh, loads the planned range, and advertises what is held.
-async fn placement_loop(
-    state: Arc<AgentState>,
-    membership: Arc<Membership>,
-    health: tonic_health::server::HealthReporter,
-    memory_limit: Option<u64>,
-) {
-    // Capacity is advertised once (quantised): the plan must not follow the
-    // memory this agent's own layers use.
+/// The first advert. Capacity is advertised once (quantised): the plan must not
+/// follow the memory this agent's own layers use.
+fn initial_advert(state: &AgentState, memory_limit: Option<u64>) -> LocalAdvert {
     let r = state.resources();
     let offered = memory_limit
         .unwrap_or(r.memory_available)
         .min(r.memory_available.max(1));
-    let mut advert = LocalAdvert {
+    LocalAdvert {
         node_id: state.node_id.clone(),
         api_addr: state.addrs.api.clone(),
         gossip_addr: state.addrs.gossip.clone(),
@@ -196,16 +189,31 @@ async fn placement_loop(
         cpu_cores: r.cpu_cores,
         memory_total: quantise(r.memory_total),
         memory_available: quantise(offered),
-        gpu_count: r.gpus.len() as u32,
-        gpu_memory_total: r.gpus.iter().map(|g| g.memory_total).sum(),
+        gpus: r
+            .gpus
+            .iter()
+            .map(|g| cluster::GpuAdvert {
+                name: g.name.clone(),
+                memory_total: g.memory_total,
+                memory_used: g.memory_used,
+            })
+            .collect(),
         models: vec![state.model.id.clone()],
         layers: None,
         healthy: false,
         generation: state.generation,
         version: env!("CARGO_PKG_VERSION").into(),
         plan_version: 0,
-    };
-    membership.publish(&advert).await;
+    }
+}
+
+/// Keeps the view fresh, loads the planned range, and advertises what is held.
+async fn placement_loop(
+    state: Arc<AgentState>,
+    membership: Arc<Membership>,
+    health: tonic_health::server::HealthReporter,
+    mut advert: LocalAdvert,
+) {
     let mut loading: Option<(
         Range<usize>,
         tokio::task::JoinHandle<Result<engine::Stage, String>>,

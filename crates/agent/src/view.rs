@@ -154,7 +154,7 @@ pub fn route(
             local_range.as_ref() == Some(&s.range)
         } else {
             view.member(&s.node_id)
-                .is_some_and(|m| m.state == Liveness::Alive && m.layers.as_ref() == Some(&s.range))
+                .is_some_and(|m| m.state != Liveness::Dead && m.layers.as_ref() == Some(&s.range))
         };
         if !ready {
             missing.push(format!(

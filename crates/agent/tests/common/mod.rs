@@ -192,9 +192,25 @@ pub fn content(r: &httpc::Response) -> String {
         .to_string()
 }
 
-/// The single-process engine's greedy answer.
+/// The single-process engine's greedy answer (whole model in one stage).
 pub fn reference(model: &PathBuf, prompt: &str, max_tokens: usize) -> String {
-    let gen = engine::Generator::load(model, 1).unwrap();
+    reference_split(model, &[(0, 30)], prompt, max_tokens)
+}
+
+/// The single-process engine's greedy answer with the model split at the same layer
+/// boundaries as a cluster plan (hidden states cross each boundary as f16, exactly
+/// as between agents, so the tokens must match bit for bit).
+pub fn reference_split(
+    model: &PathBuf,
+    split: &[(usize, usize)],
+    prompt: &str,
+    max_tokens: usize,
+) -> String {
+    let mut gen = engine::Generator::load(model, 1).unwrap();
+    gen.stages = split
+        .iter()
+        .map(|&(s, e)| engine::Stage::load(model, s, e).unwrap())
+        .collect();
     let tokens = gen
         .chat_tokens(&[engine::ChatMessage::new("user", prompt)])
         .unwrap();
