@@ -1,16 +1,250 @@
-//! `agent bench`: starts 1 and then 3 local agents and measures generation speed,
-//! time to first token and per-hop latency.
+//! `agent bench`: starts 1 and then N local agents (separate processes on
+//! 127.0.0.1) and measures generation speed, time to first token and per-hop
+//! latency through the gRPC API.
 
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use proto::v1 as pb;
 
 /// Options of `agent bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// GGUF model path (default: the default model).
+    /// GGUF model path (default: the default model, fetched if absent).
     #[arg(long, env = "MODEL_PATH")]
-    pub model: Option<std::path::PathBuf>,
+    pub model: Option<PathBuf>,
+    /// Agents of the pipeline run (compared with a single agent).
+    #[arg(long, default_value_t = 3)]
+    pub agents: usize,
+    /// Prompt (chat template applied).
+    #[arg(
+        long,
+        default_value = "Write a short story about a robot learning to paint."
+    )]
+    pub prompt: String,
+    /// Tokens to generate per request (greedy; EOS is not a stop here only if late).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: u32,
+    /// Measured requests per configuration (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// First port to use; each agent takes three consecutive ports.
+    #[arg(long, default_value_t = 28080)]
+    pub base_port: u16,
 }
 
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One configuration's results.
+#[derive(Debug, Default)]
+struct Stats {
+    tok_s: Vec<f64>,
+    ttft_ms: Vec<f64>,
+    tokens: u32,
+    hops: Vec<(String, f64, f64)>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+/// Run the benchmark and print a report.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    if args.agents == 0 || args.runs == 0 {
+        bail!("--agents and --runs must be at least 1");
+    }
+    let model = crate::run::model_path(args.model.clone()).await?;
+    let exe = std::env::current_exe().context("locating the agent binary")?;
+    println!(
+        "# distributed-llm bench: model {}, prompt {:?}, max_tokens {}, {} runs (median), loopback",
+        model.display(),
+        args.prompt,
+        args.max_tokens,
+        args.runs
+    );
+    let one = bench_cluster(&exe, &model, 1, &args).await?;
+    let many = bench_cluster(&exe, &model, args.agents, &args).await?;
+    let (s1, sn) = (median(&one.tok_s), median(&many.tok_s));
+    println!();
+    println!("| agents | gen tok/s | TTFT ms | tokens |");
+    println!("|---|---|---|---|");
+    println!(
+        "| 1 | {s1:.1} | {:.1} | {} |",
+        median(&one.ttft_ms),
+        one.tokens
+    );
+    println!(
+        "| {} | {sn:.1} | {:.1} | {} |",
+        args.agents,
+        median(&many.ttft_ms),
+        many.tokens
+    );
+    println!();
+    println!("per-hop round trip seen by the entry agent (includes the stage's compute):");
+    for (peer, avg, p50) in &many.hops {
+        println!("  -> {peer}: avg {avg:.2} ms, p50 {p50:.2} ms");
+    }
+    if s1 > 0.0 && sn > 0.0 && args.agents > 1 {
+        let per_tok_overhead = (1000.0 / sn - 1000.0 / s1) / (args.agents - 1) as f64;
+        println!(
+            "pipeline/single speed ratio: {:.2}x; added time per token per extra hop: {per_tok_overhead:.2} ms",
+            sn / s1
+        );
+    }
+    println!(
+        "command: agent bench --agents {} --max-tokens {} --runs {} --prompt {:?}",
+        args.agents, args.max_tokens, args.runs, args.prompt
+    );
+    Ok(())
+}
+
+async fn bench_cluster(
+    exe: &PathBuf,
+    model: &PathBuf,
+    n: usize,
+    args: &BenchArgs,
+) -> Result<Stats> {
+    eprintln!("starting {n} agent(s)...");
+    let base = args.base_port + if n == 1 { 0 } else { 30 };
+    let port = |i: usize, k: u16| base + (i as u16) * 3 + k;
+    let mut procs = Vec::new();
+    for i in 0..n {
+        let mut cmd = Command::new(exe);
+        cmd.args(["--node-id", &format!("bench-{}", i + 1)])
+            .args(["--bind-addr", "127.0.0.1", "--advertise-addr", "127.0.0.1"])
+            .args(["--bind-port", &port(i, 0).to_string()])
+            .args(["--gossip-port", &port(i, 1).to_string()])
+            .args(["--metrics-port", &port(i, 2).to_string()])
+            .args(["--model", &model.display().to_string()])
+            .args(["--log-level", "warn"])
+            .env_remove("SEED_NODES")
+            .stdout(Stdio::null());
+        if i > 0 {
+            cmd.arg(format!("--seed-nodes=127.0.0.1:{}", port(0, 1)));
+        }
+        procs.push(Proc(cmd.spawn().context("starting an agent")?));
+    }
+    let entry = format!("http://127.0.0.1:{}", port(0, 0));
+    let channel = tonic::transport::Channel::from_shared(entry.clone())?.connect_lazy();
+    // Wait for a plan with n stages, all loaded (a request then succeeds).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = match proto::NodeServiceClient::new(channel.clone())
+            .list_members(pb::ListMembersRequest {})
+            .await
+        {
+            Ok(r) => {
+                let r = r.into_inner();
+                r.plan.is_some_and(|p| p.assignments.len() == n)
+                    && r.members
+                        .iter()
+                        .filter(|m| m.state == pb::MemberState::Alive as i32)
+                        .count()
+                        == n
+                    && r.members
+                        .iter()
+                        .all(|m| m.advert.as_ref().is_some_and(|a| a.healthy))
+            }
+            Err(_) => false,
+        };
+        if ready && generate(&channel, args, 2).await.is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{n} agent(s) did not become ready within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let _ = generate(&channel, args, args.max_tokens).await?; // warm-up
+    let mut stats = Stats::default();
+    for _ in 0..args.runs {
+        let (tps, ttft, tokens) = generate(&channel, args, args.max_tokens).await?;
+        stats.tok_s.push(tps);
+        stats.ttft_ms.push(ttft);
+        stats.tokens = tokens;
+    }
+    let snap = proto::NodeServiceClient::new(channel.clone())
+        .get_metrics(pb::GetMetricsRequest {})
+        .await?
+        .into_inner();
+    stats.hops = snap
+        .peers
+        .iter()
+        .filter(|p| p.hop_latency_ms_avg > 0.0)
+        .map(|p| {
+            (
+                p.peer_id.clone(),
+                p.hop_latency_ms_avg,
+                p.hop_latency_ms_p50,
+            )
+        })
+        .collect();
+    eprintln!(
+        "{n} agent(s): {:.1} tok/s, TTFT {:.1} ms",
+        median(&stats.tok_s),
+        median(&stats.ttft_ms)
+    );
+    drop(procs);
+    Ok(stats)
+}
+
+/// One greedy request; returns (tok/s after the first token, TTFT ms, tokens).
+async fn generate(
+    channel: &tonic::transport::Channel,
+    args: &BenchArgs,
+    max_tokens: u32,
+) -> Result<(f64, f64, u32)> {
+    let req = pb::GenerateRequest {
+        messages: vec![pb::ChatMessage {
+            role: "user".into(),
+            content: args.prompt.clone(),
+        }],
+        sampling: Some(pb::SamplingParams {
+            temperature: Some(0.0),
+            max_tokens: Some(max_tokens),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let mut stream = proto::InferenceServiceClient::new(channel.clone())
+        .generate(req)
+        .await?
+        .into_inner();
+    let mut first = None;
+    while let Some(ev) = stream.message().await? {
+        match ev.event {
+            Some(pb::generate_response::Event::Token(_)) => {
+                first.get_or_insert_with(Instant::now);
+            }
+            Some(pb::generate_response::Event::Done(d)) => {
+                let tokens = d.usage.map(|u| u.completion_tokens).unwrap_or(0);
+                let ttft = first.map(|f| f - t0).unwrap_or_default();
+                let after = first.map(|f| f.elapsed()).unwrap_or_default();
+                let tps = if tokens > 1 && !after.is_zero() {
+                    f64::from(tokens - 1) / after.as_secs_f64()
+                } else {
+                    0.0
+                };
+                return Ok((tps, ttft.as_secs_f64() * 1000.0, tokens));
+            }
+            None => {}
+        }
+    }
+    bail!("generation stream ended without a final event")
 }
