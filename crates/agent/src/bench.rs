@@ -2,7 +2,7 @@
 //! 127.0.0.1) and measures generation speed, time to first token and per-hop
 //! latency through the gRPC API.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -113,12 +113,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-async fn bench_cluster(
-    exe: &PathBuf,
-    model: &PathBuf,
-    n: usize,
-    args: &BenchArgs,
-) -> Result<Stats> {
+async fn bench_cluster(exe: &Path, model: &Path, n: usize, args: &BenchArgs) -> Result<Stats> {
     eprintln!("starting {n} agent(s)...");
     let base = args.base_port + if n == 1 { 0 } else { 30 };
     let port = |i: usize, k: u16| base + (i as u16) * 3 + k;

@@ -129,7 +129,8 @@ fn to_view(m: &cluster::Member) -> MemberView {
         gpu_count: a.gpus.len() as u32,
         gpu_memory_total: a.gpus.iter().map(|g| g.memory_total).sum(),
         models: a.models.clone(),
-        layers: (a.layer_end > a.layer_start).then(|| a.layer_start as usize..a.layer_end as usize),
+        layers: (a.layer_end > a.layer_start)
+            .then_some(a.layer_start as usize..a.layer_end as usize),
         healthy: a.healthy,
         generation: a.generation,
         version: a.version.clone(),

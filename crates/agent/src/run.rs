@@ -207,6 +207,9 @@ fn initial_advert(state: &AgentState, memory_limit: Option<u64>) -> LocalAdvert 
     }
 }
 
+/// A background load of a layer range.
+type LoadTask = tokio::task::JoinHandle<Result<engine::Stage, String>>;
+
 /// Keeps the view fresh, loads the planned range, and advertises what is held.
 async fn placement_loop(
     state: Arc<AgentState>,
@@ -214,10 +217,7 @@ async fn placement_loop(
     health: tonic_health::server::HealthReporter,
     mut advert: LocalAdvert,
 ) {
-    let mut loading: Option<(
-        Range<usize>,
-        tokio::task::JoinHandle<Result<engine::Stage, String>>,
-    )> = None;
+    let mut loading: Option<(Range<usize>, LoadTask)> = None;
     let mut last_plan = 0u64;
     let mut plan_error: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));

@@ -192,11 +192,13 @@ async fn grpc_checks(port: u16) {
         }
     }
     assert!(done);
-    let err = proto::InferenceServiceClient::new(ch)
+    let err = match proto::InferenceServiceClient::new(ch)
         .generate(proto::v1::GenerateRequest::default())
         .await
-        .err()
-        .expect("empty request is rejected");
+    {
+        Ok(_) => panic!("an empty request must be rejected"),
+        Err(e) => e,
+    };
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
 

@@ -86,7 +86,7 @@ async fn chat(a: &Agent) -> String {
 }
 
 /// The single-process engine's answer with the plan's layer boundaries.
-fn expect(model: &std::path::PathBuf, slices: &[(String, u64, u64)]) -> String {
+fn expect(model: &std::path::Path, slices: &[(String, u64, u64)]) -> String {
     let split: Vec<(usize, usize)> = slices
         .iter()
         .map(|s| (s.1 as usize, s.2 as usize))

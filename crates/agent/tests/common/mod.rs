@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn start(id: &str, ports: Ports, seeds: &[u16], model: &PathBuf) -> Self {
+    pub fn start(id: &str, ports: Ports, seeds: &[u16], model: &Path) -> Self {
         let log = std::env::temp_dir().join(format!(
             "agent-test-{}-{}-{}.log",
             std::process::id(),
@@ -193,7 +193,7 @@ pub fn content(r: &httpc::Response) -> String {
 }
 
 /// The single-process engine's greedy answer (whole model in one stage).
-pub fn reference(model: &PathBuf, prompt: &str, max_tokens: usize) -> String {
+pub fn reference(model: &Path, prompt: &str, max_tokens: usize) -> String {
     reference_split(model, &[(0, 30)], prompt, max_tokens)
 }
 
@@ -201,7 +201,7 @@ pub fn reference(model: &PathBuf, prompt: &str, max_tokens: usize) -> String {
 /// boundaries as a cluster plan (hidden states cross each boundary as f16, exactly
 /// as between agents, so the tokens must match bit for bit).
 pub fn reference_split(
-    model: &PathBuf,
+    model: &Path,
     split: &[(usize, usize)],
     prompt: &str,
     max_tokens: usize,
