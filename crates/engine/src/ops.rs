@@ -25,17 +25,29 @@ impl Rope {
         Rope { inv_freq }
     }
 
+    /// `(sin, cos)` pairs for positions `pos0..pos0 + n`, `[n, head_dim / 2]`.
+    pub fn table(&self, pos0: usize, n: usize) -> Vec<(f32, f32)> {
+        (pos0..pos0 + n)
+            .flat_map(|p| self.inv_freq.iter().map(move |f| (p as f32 * f).sin_cos()))
+            .collect()
+    }
+
     /// Rotates adjacent pairs (ggml's "normal" rope, which llama GGUF files are
-    /// converted for) of every head in `x` (`[n_heads * head_dim]`) at position `pos`.
-    pub fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+    /// converted for) of every head in `x` (`[n_heads * head_dim]`) with one position's
+    /// row of [`Rope::table`].
+    pub fn apply(x: &mut [f32], head_dim: usize, sc: &[(f32, f32)]) {
         for head in x.chunks_exact_mut(head_dim) {
-            for (i, f) in self.inv_freq.iter().enumerate() {
-                let (s, c) = (pos as f32 * f).sin_cos();
+            for (i, (s, c)) in sc.iter().enumerate() {
                 let (a, b) = (head[2 * i], head[2 * i + 1]);
                 head[2 * i] = a * c - b * s;
                 head[2 * i + 1] = a * s + b * c;
             }
         }
+    }
+
+    /// Rotates `x` at position `pos` (convenience for one position).
+    pub fn apply_at(&self, x: &mut [f32], head_dim: usize, pos: usize) {
+        Self::apply(x, head_dim, &self.table(pos, 1));
     }
 }
 
@@ -76,9 +88,9 @@ mod tests {
     fn rope_keeps_norm_and_is_identity_at_zero() {
         let r = Rope::new(4, 10000.0);
         let mut x = [1.0, 2.0, 3.0, 4.0];
-        r.apply(&mut x, 4, 0);
+        r.apply_at(&mut x, 4, 0);
         assert_eq!(x, [1.0, 2.0, 3.0, 4.0]);
-        r.apply(&mut x, 4, 7);
+        r.apply_at(&mut x, 4, 7);
         let n: f32 = x.iter().map(|v| v * v).sum();
         assert!((n - 30.0).abs() < 1e-4);
     }

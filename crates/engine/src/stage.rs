@@ -236,8 +236,9 @@ impl Stage {
             });
         }
         let pos0 = cache.len;
+        let rope = self.rope.table(pos0, n);
         for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            self.layer_forward(layer, &mut x, n, pos0, lc)?;
+            self.layer_forward(layer, &mut x, n, pos0, &rope, lc)?;
         }
         cache.len = needed;
         match (&self.output_norm, &self.output) {
@@ -263,6 +264,7 @@ impl Stage {
         x: &mut [f32],
         n: usize,
         pos0: usize,
+        rope: &[(f32, f32)],
         lc: &mut LayerCache,
     ) -> Result<()> {
         let info = &self.info;
@@ -281,10 +283,9 @@ impl Stage {
             )?;
         }
         for t in 0..n {
-            self.rope
-                .apply(&mut q[t * q_dim..(t + 1) * q_dim], hd, pos0 + t);
-            self.rope
-                .apply(&mut k[t * kv_dim..(t + 1) * kv_dim], hd, pos0 + t);
+            let sc = &rope[t * hd / 2..(t + 1) * hd / 2];
+            Rope::apply(&mut q[t * q_dim..(t + 1) * q_dim], hd, sc);
+            Rope::apply(&mut k[t * kv_dim..(t + 1) * kv_dim], hd, sc);
         }
         lc.k.extend_from_slice(&k);
         lc.v.extend_from_slice(&v);
