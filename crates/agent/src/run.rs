@@ -249,7 +249,11 @@ async fn placement_loop(
             );
             last_plan = plan_version;
         }
-        state.metrics.plan_version.set(plan_version as i64);
+        // 53 bits: exact as a Prometheus float.
+        state
+            .metrics
+            .plan_version
+            .set((plan_version & ((1 << 53) - 1)) as i64);
         state
             .metrics
             .members

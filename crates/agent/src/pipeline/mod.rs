@@ -13,7 +13,7 @@ use engine::SamplingParams;
 use proto::v1::ForwardHeader;
 use tokio::sync::mpsc;
 
-use crate::metrics::RequestStatus;
+use crate::metrics::{Metrics, RequestStatus};
 use crate::state::AgentState;
 use crate::stop::{StopMatcher, StopOutcome};
 use remote::RemoteHop;
@@ -80,16 +80,17 @@ enum Hop {
 }
 
 impl Hop {
-    async fn step(&mut self, input: StepIn) -> Result<StepOut, GenError> {
+    async fn step(&mut self, input: StepIn, metrics: &Metrics) -> Result<StepOut, GenError> {
         match self {
             Hop::Local(slot) => {
                 let session = slot
                     .take()
                     .ok_or_else(|| GenError::Internal("local stage lost after an error".into()))?;
-                let (session, out, _) = step_blocking(session, input)
+                let (session, out, compute) = step_blocking(session, input)
                     .await
                     .map_err(GenError::Internal)?;
                 *slot = Some(session);
+                metrics.stage_forward.observe(compute.as_secs_f64());
                 Ok(out)
             }
             Hop::Remote(r) => r.step(input).await,
@@ -187,7 +188,7 @@ async fn run(
         };
         let mut token = None;
         for hop in hops.iter_mut() {
-            let out = match hop.step(step.clone()).await {
+            let out = match hop.step(step.clone(), &state.metrics).await {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::warn!(request = %req.request_id, "generation failed: {e}");
