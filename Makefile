@@ -10,6 +10,8 @@ K8S_NAMESPACE ?= distributed-llm
 export AGENT_COUNT LOG_LEVEL
 
 COMPOSE := hack/compose.sh
+# down also knows the prod override, so its extra networks go too
+COMPOSE_ALL := COMPOSE_EXTRA_FILES=docker-compose.prod.yml hack/compose.sh --profile gpu
 
 .PHONY: help build test bench bench-cluster model test-e2e test-queries check-deploy \
         images base-image dev-start dev-stop dev-restart dev-logs dev-status dev-clean dev-gpu \
@@ -59,7 +61,7 @@ dev-gpu: build model ## Start the environment plus agent-gpu (NVIDIA runtime)
 	GPU=1 bash hack/dev-up.sh
 
 dev-stop: ## Stop and remove the containers and network
-	$(COMPOSE) --profile gpu down --remove-orphans
+	$(COMPOSE_ALL) down --remove-orphans
 
 dev-restart: dev-stop dev-start ## Restart the environment
 
@@ -74,7 +76,7 @@ dev-status: ## Show containers, health and the cluster seen by each agent
 	done
 
 dev-clean: ## Remove containers, volumes, the agent image and generated files
-	$(COMPOSE) --profile gpu down --volumes --remove-orphans
+	$(COMPOSE_ALL) down --volumes --remove-orphans
 	-docker image rm distributed-llm/agent:latest 2>/dev/null
 	rm -rf target/compose
 
