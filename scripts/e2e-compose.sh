@@ -115,10 +115,10 @@ t_check "chat completion via agent-2 (localhost:8081) spans all three agents" re
 
 # The pipelined greedy answer equals a single-process generation of the same prompt.
 same_as_local() {
-    local prompt="Name the largest planet of the solar system." cluster local
+    local prompt="Name the largest planet of the solar system." cluster single
     cluster=$(chat "${API[1]}" "$prompt" 12 | jq -r '.choices[0].message.content') || return 1
-    local=$(docker exec distributed-llm-agent-1 agent generate --prompt "$prompt" --max-tokens 12 --temperature 0 2>/dev/null) || return 1
-    [[ "$cluster" == "$(sed -e 's/[[:space:]]*$//' <<<"$local")" ]] || { echo "cluster: '$cluster' / local: '$local'"; return 1; }
+    single=$(docker exec distributed-llm-agent-1 agent generate --prompt "$prompt" --max-tokens 12 --temperature 0 2>/dev/null) || return 1
+    [[ "$cluster" == "$(sed -e 's/[[:space:]]*$//' <<<"$single")" ]] || { echo "cluster: '$cluster' / single process: '$single'"; return 1; }
     echo "both: '$cluster'"
 }
 t_check "greedy answer through 3 agents equals single-process generation" same_as_local
