@@ -46,6 +46,10 @@ apt_need curl curl
 ensure_binaries "$BIN_DIR" || abort "cargo build --bins failed"
 ensure_model || abort "could not fetch the default model"
 
+# Static checks first: alert unit tests and metric names against docs/metrics.md.
+t_check "promtool test rules (alert unit tests)" promtool test rules deploy/prometheus/tests/*.yml
+t_check "every query uses only docs/metrics.md names" /usr/bin/python3 hack/queries.py names
+
 for p in $((BASE + 81)) $((BASE + 82)) $((BASE + 83)) $((BASE + 91)) $((BASE + 92)) $((BASE + 93)) "$PROM_PORT"; do
     port_free "$p" || abort "port 127.0.0.1:$p is in use (set E2E_PORT_BASE)"
 done
