@@ -97,6 +97,21 @@ async fn single_agent_serves_http_grpc_and_metrics() {
         30.0
     );
 
+    // `agent healthcheck`: 0 when healthy, 1 when nothing answers.
+    let hc = |url: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args(["healthcheck", "--url", &url, "--timeout", "5"])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(hc(a.url("/health")), Some(0));
+    assert_eq!(
+        hc(format!("http://127.0.0.1:{}/health", free_port())),
+        Some(1)
+    );
+
     // gRPC on the same port: health and reflection (v1 and v1alpha).
     grpc_checks(a.ports.api).await;
 }

@@ -117,6 +117,13 @@ async fn three_agents_plan_generate_fail_and_rejoin() {
     for a in [&a1, &a2, &a3] {
         assert_eq!(chat(a).await, expected, "entered at {}", a.id);
     }
+    // Concurrent requests, one entering at each agent, are in different stages at
+    // once and still give the same tokens.
+    let (r1, r2, r3) = tokio::join!(chat(&a1), chat(&a2), chat(&a3));
+    assert_eq!(
+        [r1, r2, r3],
+        [expected.clone(), expected.clone(), expected.clone()]
+    );
     // Streaming through the pipeline too.
     let r = post_json(
         &a2.url("/v1/chat/completions"),
