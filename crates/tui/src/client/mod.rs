@@ -1,0 +1,150 @@
+//! gRPC calls to agents (NodeService, InferenceService) and the background poller
+//! that keeps the cluster view fresh and reconnects on its own.
+
+mod poller;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use proto::v1 as pb;
+use proto::{InferenceServiceClient, NodeServiceClient};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+pub use poller::{Poller, PollerConfig};
+
+/// Something the background tasks tell the app.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// Discovery ran and found these addresses.
+    Discovered { mode: String, addrs: Vec<String> },
+    /// One agent answered: its info and a metrics snapshot.
+    Node {
+        addr: String,
+        info: Box<pb::NodeInfo>,
+        metrics: Box<pb::MetricsSnapshot>,
+    },
+    /// An agent did not answer.
+    NodeDown { addr: String, error: String },
+    /// The member list and plan as one agent sees them.
+    Members {
+        from: String,
+        members: Vec<pb::Member>,
+        plan: Option<pb::Plan>,
+    },
+    /// Models served by the cluster.
+    Models(Vec<pb::ModelInfo>),
+    /// A chat stream event.
+    Chat(ChatEvent),
+}
+
+/// Events of one chat generation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatEvent {
+    /// New text of a token.
+    Token(String),
+    /// End of the stream.
+    Done(pb::FinalEvent),
+    /// The request failed.
+    Error(String),
+}
+
+/// Channel endpoint for `host:port` (an `http://` scheme is added when missing).
+pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)
+        .map_err(|e| anyhow::anyhow!("bad address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true))
+}
+
+/// Connect to an agent's API.
+pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
+    Ok(endpoint(addr)?.connect().await?)
+}
+
+/// Health check: the agent's `GetNodeInfo`, within `timeout`.
+pub async fn probe(addr: &str, timeout: Duration) -> anyhow::Result<pb::NodeInfo> {
+    let call = async {
+        let ch = connect(addr).await?;
+        let info = NodeServiceClient::new(ch)
+            .get_node_info(pb::GetNodeInfoRequest {})
+            .await?
+            .into_inner();
+        anyhow::Ok(info)
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}: no answer within {timeout:?}"))?
+}
+
+/// Run one generation on the agent at `addr`, sending its events to `tx`.
+/// Ends with exactly one `Done` or `Error`; dropping the task cancels the request.
+pub async fn generate(addr: String, req: pb::GenerateRequest, tx: mpsc::Sender<Update>) {
+    let send = |ev| {
+        let tx = tx.clone();
+        async move { tx.send(Update::Chat(ev)).await.is_ok() }
+    };
+    let stream = async {
+        let ch = connect(&addr).await?;
+        let s = InferenceServiceClient::new(ch).generate(req).await?;
+        anyhow::Ok(s.into_inner())
+    };
+    let mut stream = match stream.await {
+        Ok(s) => s,
+        Err(e) => {
+            send(ChatEvent::Error(format!("{addr}: {}", error_text(&e)))).await;
+            return;
+        }
+    };
+    loop {
+        match stream.next().await {
+            Some(Ok(pb::GenerateResponse { event: Some(ev) })) => {
+                let ev = match ev {
+                    pb::generate_response::Event::Token(t) => ChatEvent::Token(t.text),
+                    pb::generate_response::Event::Done(d) => {
+                        send(ChatEvent::Done(d)).await;
+                        return;
+                    }
+                };
+                if !send(ev).await {
+                    return;
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(status)) => {
+                send(ChatEvent::Error(format!(
+                    "{addr}: {}",
+                    status.message().trim()
+                )))
+                .await;
+                return;
+            }
+            None => {
+                send(ChatEvent::Error(format!(
+                    "{addr}: stream ended without a final event"
+                )))
+                .await;
+                return;
+            }
+        }
+    }
+}
+
+/// A short message for an error, with a gRPC status reduced to its message.
+pub fn error_text(e: &anyhow::Error) -> String {
+    if let Some(s) = e.downcast_ref::<tonic::Status>() {
+        return format!("{:?}: {}", s.code(), s.message());
+    }
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}

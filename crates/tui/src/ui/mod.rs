@@ -1,0 +1,133 @@
+//! Rendering: the tab bar, one module per view, the footer with key hints and the
+//! help overlay. Everything draws from [`App`] only, so views are testable with
+//! ratatui's `TestBackend`.
+
+mod chat;
+mod cluster;
+mod help;
+mod models;
+mod nodes;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Tabs};
+use ratatui::Frame;
+
+use crate::app::{App, Status, Tab};
+
+/// Colours given to nodes in order of their id.
+pub const PALETTE: [Color; 8] = [
+    Color::Cyan,
+    Color::Magenta,
+    Color::Yellow,
+    Color::Green,
+    Color::Blue,
+    Color::LightRed,
+    Color::LightCyan,
+    Color::LightMagenta,
+];
+
+/// Draw the whole screen.
+pub fn draw(f: &mut Frame, app: &App) {
+    let [top, body, foot] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+    draw_tabs(f, app, top);
+    match app.tab {
+        Tab::Nodes => nodes::draw(f, app, body),
+        Tab::Cluster => cluster::draw(f, app, body),
+        Tab::Chat => chat::draw(f, app, body),
+        Tab::Models => models::draw(f, app, body),
+    }
+    let footer =
+        Paragraph::new(app.footer_hints()).style(Style::new().fg(Color::Black).bg(Color::Gray));
+    f.render_widget(footer, foot);
+    if app.show_help {
+        help::draw(f, app, body);
+    }
+}
+
+fn draw_tabs(f: &mut Frame, app: &App, area: Rect) {
+    let up = app.cluster.nodes.values().filter(|n| n.reachable).count();
+    let summary = format!(
+        " {} · {}/{} up ",
+        if app.cluster.mode.is_empty() {
+            "…"
+        } else {
+            &app.cluster.mode
+        },
+        up,
+        app.cluster.nodes.len()
+    );
+    let w = summary.chars().count() as u16;
+    let [tabs_area, sum_area] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(w)]).areas(area);
+    let titles = Tab::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{}:{}", i + 1, t.title()));
+    let tabs = Tabs::new(titles)
+        .select(app.tab.index())
+        .highlight_style(
+            Style::new()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD | Modifier::REVERSED),
+        )
+        .divider("│");
+    f.render_widget(tabs, tabs_area);
+    f.render_widget(
+        Paragraph::new(summary).style(Style::new().fg(Color::DarkGray)),
+        sum_area,
+    );
+}
+
+/// Style of a status label.
+pub fn status_style(s: Status) -> Style {
+    match s {
+        Status::Alive => Style::new().fg(Color::Green),
+        Status::Suspect => Style::new().fg(Color::Yellow),
+        Status::Dead | Status::Down => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+    }
+}
+
+/// Colour of node `id` (by its position among the known nodes).
+pub fn node_color(app: &App, id: &str) -> Color {
+    let i = app.cluster.nodes.keys().position(|k| k == id).unwrap_or(0);
+    PALETTE[i % PALETTE.len()]
+}
+
+/// Human-readable bytes with one decimal (`1.5G`, `300M`, `12K`, `512B`).
+pub fn fmt_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b}B")
+    } else if v < 10.0 {
+        format!("{v:.1}{}", UNITS[u])
+    } else {
+        format!("{v:.0}{}", UNITS[u])
+    }
+}
+
+/// A bold header line.
+pub fn header(cells: &[&str]) -> ratatui::widgets::Row<'static> {
+    ratatui::widgets::Row::new(cells.iter().map(|c| c.to_string()))
+        .style(Style::new().add_modifier(Modifier::BOLD).fg(Color::Gray))
+}
+
+/// A dim one-line message.
+pub fn dim(text: impl Into<String>) -> Line<'static> {
+    Line::from(Span::styled(text.into(), Style::new().fg(Color::DarkGray)))
+}
+
+#[cfg(test)]
+mod tests;
