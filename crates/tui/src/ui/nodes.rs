@@ -44,7 +44,7 @@ fn draw_table(f: &mut Frame, app: &App, area: Rect) {
             Cell::from(n.id.clone()).style(Style::new().fg(node_color(app, &n.id))),
             Cell::from(st.label()).style(status_style(st)),
             Cell::from(n.addr.clone()),
-            Cell::from(if known {
+            Cell::from(if n.reachable {
                 format!("{:.0}%", r.cpu_usage_percent)
             } else {
                 "-".into()
