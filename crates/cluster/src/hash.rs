@@ -47,7 +47,10 @@ mod tests {
     fn matches_reference_vectors() {
         assert_eq!(Fnv64::default().finish(), 0xcbf29ce484222325);
         assert_eq!(Fnv64::default().bytes(b"a").finish(), 0xaf63dc4c8601ec8c);
-        assert_eq!(Fnv64::default().bytes(b"foobar").finish(), 0x85944171f73967e8);
+        assert_eq!(
+            Fnv64::default().bytes(b"foobar").finish(),
+            0x85944171f73967e8
+        );
     }
 
     #[test]

@@ -14,8 +14,39 @@
 //!
 //! Every agent computes the same plan from the same gossiped capacities: nodes are
 //! sorted by id and memory is quantised to 256 MiB. See [`placement`] for the rules.
+//!
+//! # Membership ([`membership`])
+//!
+//! ```ignore
+//! let mut cfg = MembershipConfig::new("agent-1", "0.0.0.0:7946".parse()?);
+//! cfg.advertise = "172.20.0.2:7946".parse()?;      // routable, never 0.0.0.0
+//! cfg.seeds = vec!["agent-1:7946".into()];         // host:port, re-resolved every 3 s
+//! let m = Membership::start(cfg, advert).await?;   // ClusterError::Bind if the port is taken
+//! m.set_advert(&advert).await;                     // republish (JSON under key "advert")
+//! m.members().await;                               // Vec<Member>, self included, sorted by id
+//! let mut rx = m.subscribe();                      // watch: changes of members/states/adverts
+//! m.shutdown().await;
+//! ```
+//!
+//! Built on chitchat: identity is `ChitchatId { node_id, generation, advertise }`; a
+//! restarted agent uses a higher generation ([`generation_now`]) and replaces its old
+//! incarnation. Liveness comes from chitchat's phi-accrual detector, tuned so that a
+//! silent peer is Dead after about `dead_after` (default 3 s): Suspect once silent
+//! for half of that, Alive otherwise. Dead members stay listed for
+//! [`MembershipConfig::forget_after`]. Do not hold a `watch::Ref` from
+//! [`Membership::subscribe`] across an `.await`: it blocks the publisher.
 
 pub mod hash;
+
 pub mod placement;
 
-pub use placement::{plan, Assignment, Capacity, ModelFootprint, Plan, PlacementError};
+pub use placement::{plan, Assignment, Capacity, ModelFootprint, PlacementError, Plan};
+pub mod advert;
+pub mod error;
+pub mod membership;
+pub mod seeds;
+mod view;
+
+pub use advert::{GpuAdvert, Member, MemberState, NodeAdvert, ADVERT_KEY};
+pub use error::ClusterError;
+pub use membership::{generation_now, Membership, MembershipConfig};

@@ -73,7 +73,11 @@ fn single_node_holds_everything() {
 
 #[test]
 fn equal_nodes_get_equal_shares_in_id_order() {
-    let nodes = [cap("c", 4 * GIB, 2), cap("a", 4 * GIB, 2), cap("b", 4 * GIB, 2)];
+    let nodes = [
+        cap("c", 4 * GIB, 2),
+        cap("a", 4 * GIB, 2),
+        cap("b", 4 * GIB, 2),
+    ];
     let p = plan(&smol(), &nodes).unwrap();
     let got: Vec<(&str, usize, usize)> = p
         .assignments
@@ -171,8 +175,14 @@ fn input_order_does_not_matter() {
 
 #[test]
 fn small_memory_fluctuations_do_not_change_the_plan() {
-    let a = [cap("a", 4 * GIB + 10 * MIB, 4), cap("b", 2 * GIB + 100 * MIB, 4)];
-    let b = [cap("a", 4 * GIB + 200 * MIB, 4), cap("b", 2 * GIB + 3 * MIB, 4)];
+    let a = [
+        cap("a", 4 * GIB + 10 * MIB, 4),
+        cap("b", 2 * GIB + 100 * MIB, 4),
+    ];
+    let b = [
+        cap("a", 4 * GIB + 200 * MIB, 4),
+        cap("b", 2 * GIB + 3 * MIB, 4),
+    ];
     assert_eq!(plan(&smol(), &a).unwrap(), plan(&smol(), &b).unwrap());
 }
 
@@ -218,7 +228,11 @@ fn first_and_last_stage_pay_embedding_and_head() {
     // 6 layers of 100 MiB, embedding and head 300 MiB each, budgets 512 MiB.
     // "a" has by far the largest weight, but with the embedding it fits only 2 layers.
     let model = ModelFootprint::uniform(6, 100 * MIB, 300 * MIB, 300 * MIB);
-    let nodes = [cap("a", 512 * MIB, 64), cap("b", 512 * MIB, 1), cap("c", 512 * MIB, 1)];
+    let nodes = [
+        cap("a", 512 * MIB, 64),
+        cap("b", 512 * MIB, 1),
+        cap("c", 512 * MIB, 1),
+    ];
     let p = plan(&model, &nodes).unwrap();
     assert_valid(&model, &nodes, &p);
     let lens: Vec<usize> = p.assignments.iter().map(|a| a.len()).collect();
@@ -228,7 +242,11 @@ fn first_and_last_stage_pay_embedding_and_head() {
 #[test]
 fn node_too_small_for_one_layer_gets_nothing() {
     let model = ModelFootprint::uniform(8, 300 * MIB, 0, 0);
-    let nodes = [cap("a", 4 * GIB, 2), cap("tiny", 256 * MIB, 2), cap("z", 4 * GIB, 2)];
+    let nodes = [
+        cap("a", 4 * GIB, 2),
+        cap("tiny", 256 * MIB, 2),
+        cap("z", 4 * GIB, 2),
+    ];
     let p = plan(&model, &nodes).unwrap();
     assert_valid(&model, &nodes, &p);
     assert!(p.stage_of("tiny").is_none());
@@ -322,10 +340,12 @@ fn all_splits(n_nodes: usize, n: usize) -> Vec<Vec<usize>> {
     }
     (0..=n)
         .flat_map(|c| {
-            all_splits(n_nodes - 1, n - c).into_iter().map(move |mut rest| {
-                rest.insert(0, c);
-                rest
-            })
+            all_splits(n_nodes - 1, n - c)
+                .into_iter()
+                .map(move |mut rest| {
+                    rest.insert(0, c);
+                    rest
+                })
         })
         .collect()
 }
@@ -339,12 +359,20 @@ fn dp_agrees_with_brute_force_on_small_cases() {
         let n_nodes = 1 + rng.below(4) as usize;
         let model = ModelFootprint {
             n_layers,
-            layer_bytes: (0..n_layers).map(|_| (1 + rng.below(3)) * 100 * MIB).collect(),
+            layer_bytes: (0..n_layers)
+                .map(|_| (1 + rng.below(3)) * 100 * MIB)
+                .collect(),
             embed_bytes: rng.below(3) * 100 * MIB,
             head_bytes: rng.below(3) * 100 * MIB,
         };
         let nodes: Vec<Capacity> = (0..n_nodes)
-            .map(|i| cap(&format!("n{i}"), rng.below(5) * 256 * MIB, 1 + rng.below(8) as u32))
+            .map(|i| {
+                cap(
+                    &format!("n{i}"),
+                    rng.below(5) * 256 * MIB,
+                    1 + rng.below(8) as u32,
+                )
+            })
             .collect();
         let table = CostTable::new(&model);
         let usable: Vec<&Capacity> = nodes
@@ -376,7 +404,10 @@ fn dp_agrees_with_brute_force_on_small_cases() {
                 }
             }
             Err(PlacementError::InsufficientMemory { missing, .. }) => {
-                assert!(!any_fit, "a split fits but plan failed: {nodes:?} {model:?}");
+                assert!(
+                    !any_fit,
+                    "a split fits but plan failed: {nodes:?} {model:?}"
+                );
                 assert!(missing > 0);
             }
             Err(e) => panic!("unexpected {e}"),
