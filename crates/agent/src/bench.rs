@@ -51,7 +51,25 @@ struct Stats {
     tok_s: Vec<f64>,
     ttft_ms: Vec<f64>,
     tokens: u32,
-    hops: Vec<(String, f64, f64)>,
+    /// (peer, mean round trip ms, p50 round trip ms, mean stage compute ms).
+    hops: Vec<(String, f64, f64, f64)>,
+}
+
+/// Mean of a histogram from Prometheus text, in ms (`name_sum / name_count`).
+fn histogram_mean_ms(text: &str, name: &str) -> f64 {
+    let value = |suffix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}_{suffix}{{")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (sum, count) = (value("sum"), value("count"));
+    if count > 0.0 {
+        sum / count * 1000.0
+    } else {
+        0.0
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -95,9 +113,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         many.tokens
     );
     println!();
-    println!("per-hop round trip seen by the entry agent (includes the stage's compute):");
-    for (peer, avg, p50) in &many.hops {
-        println!("  -> {peer}: avg {avg:.2} ms, p50 {p50:.2} ms");
+    println!("per-hop latency seen by the entry agent (round trip = network + stage compute):");
+    for (peer, avg, p50, compute) in &many.hops {
+        println!(
+            "  -> {peer}: round trip avg {avg:.2} ms (p50 {p50:.2}), stage compute avg {compute:.2} ms, network+framing avg {:.2} ms",
+            (avg - compute).max(0.0)
+        );
     }
     if s1 > 0.0 && sn > 0.0 && args.agents > 1 {
         let per_tok_overhead = (1000.0 / sn - 1000.0 / s1) / (args.agents - 1) as f64;
@@ -177,18 +198,25 @@ async fn bench_cluster(exe: &Path, model: &Path, n: usize, args: &BenchArgs) -> 
         .get_metrics(pb::GetMetricsRequest {})
         .await?
         .into_inner();
-    stats.hops = snap
-        .peers
-        .iter()
-        .filter(|p| p.hop_latency_ms_avg > 0.0)
-        .map(|p| {
-            (
-                p.peer_id.clone(),
-                p.hop_latency_ms_avg,
-                p.hop_latency_ms_p50,
-            )
-        })
-        .collect();
+    for p in snap.peers.iter().filter(|p| p.hop_latency_ms_avg > 0.0) {
+        let idx: usize = p
+            .peer_id
+            .strip_prefix("bench-")
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(1);
+        let url = format!("http://127.0.0.1:{}/metrics", port(idx - 1, 2));
+        let compute =
+            match crate::httpc::request("GET", &url, &[], b"", Duration::from_secs(5)).await {
+                Ok(r) => histogram_mean_ms(&r.text(), "distributed_llm_stage_forward_seconds"),
+                Err(_) => 0.0,
+            };
+        stats.hops.push((
+            p.peer_id.clone(),
+            p.hop_latency_ms_avg,
+            p.hop_latency_ms_p50,
+            compute,
+        ));
+    }
     eprintln!(
         "{n} agent(s): {:.1} tok/s, TTFT {:.1} ms",
         median(&stats.tok_s),
