@@ -98,7 +98,9 @@ async fn forward_stream_round_trips_over_loopback() {
     let bad = futures::stream::iter(vec![ForwardRequest {
         msg: Some(Msg::Step(ForwardStep::default())),
     }]);
-    let status = client.forward(bad).await.err().expect("rejected");
+    let Err(status) = client.forward(bad).await else {
+        panic!("a stream starting with a step must be rejected");
+    };
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     server.abort();
 }
