@@ -172,10 +172,17 @@ pub fn matmul_many(input: &Input, jobs: &mut [(&Linear, &mut [f32])]) -> Result<
         let lin = jobs[j].0;
         let out = outs[j];
         for r in r0..r1 {
-            for t in 0..n {
+            let mut t = 0;
+            // SAFETY (both writes): every (t, r) pair is written by exactly one task, and
+            // the buffer outlives this parallel section.
+            while t + 4 <= n {
+                for (k, v) in dot_row4(lin, r, t, input).into_iter().enumerate() {
+                    unsafe { *out.0.add((t + k) * lin.rows + r) = v };
+                }
+                t += 4;
+            }
+            for t in t..n {
                 let v = dot_row(lin, r, t, input);
-                // SAFETY: every (t, r) pair is written by exactly one task, and the
-                // buffer outlives this parallel section.
                 unsafe { *out.0.add(t * lin.rows + r) = v };
             }
         }
@@ -194,6 +201,18 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+/// Row `r` against tokens `t..t + 4`.
+#[inline]
+fn dot_row4(lin: &Linear, r: usize, t: usize, input: &Input) -> [f32; 4] {
+    let bpr = lin.cols / QK;
+    let a: [&[ActBlock]; 4] = std::array::from_fn(|k| &input.q[(t + k) * bpr..(t + k + 1) * bpr]);
+    match &lin.w {
+        Matrix::Q4_1(b) => BlockQ4_1::dot4(&b[r * bpr..(r + 1) * bpr], a),
+        Matrix::Q8_0(b) => BlockQ8_0::dot4(&b[r * bpr..(r + 1) * bpr], a),
+        _ => std::array::from_fn(|k| dot_row(lin, r, t + k, input)),
+    }
+}
+
 #[inline]
 fn dot_row(lin: &Linear, r: usize, t: usize, input: &Input) -> f32 {
     let bpr = lin.cols / QK;
@@ -205,7 +224,7 @@ fn dot_row(lin: &Linear, r: usize, t: usize, input: &Input) -> f32 {
         Matrix::F32(w) => {
             let row = &w[r * lin.cols..(r + 1) * lin.cols];
             let x = &input.x[t * lin.cols..(t + 1) * lin.cols];
-            row.iter().zip(x).map(|(a, b)| a * b).sum()
+            crate::ops::dot(row, x)
         }
         Matrix::Candle(_) => unreachable!("handled before the parallel pass"),
     }

@@ -87,9 +87,24 @@ pub fn quantize_acts(x: &[f32], out: &mut Vec<ActBlock>) {
 /// Dot products of one weight row (as blocks) with one activation row.
 pub trait VecDot: Copy + Send + Sync {
     fn dot(w: &[Self], a: &[ActBlock]) -> f32;
+
+    /// One weight row against four activation rows (unpacks the weights once).
+    fn dot4(w: &[Self], a: [&[ActBlock]; 4]) -> [f32; 4] {
+        a.map(|a| Self::dot(w, a))
+    }
 }
 
 impl VecDot for BlockQ4_1 {
+    #[inline]
+    fn dot4(w: &[Self], a: [&[ActBlock]; 4]) -> [f32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: AVX2, FMA and F16C were detected at run time.
+            return unsafe { avx::dot4_q4_1(w, a) };
+        }
+        a.map(|a| Self::dot(w, a))
+    }
+
     #[inline]
     fn dot(w: &[Self], a: &[ActBlock]) -> f32 {
         #[cfg(target_arch = "x86_64")]
@@ -135,6 +150,16 @@ impl VecDot for BlockQ4_0 {
 }
 
 impl VecDot for BlockQ8_0 {
+    #[inline]
+    fn dot4(w: &[Self], a: [&[ActBlock]; 4]) -> [f32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: AVX2, FMA and F16C were detected at run time.
+            return unsafe { avx::dot4_q8_0(w, a) };
+        }
+        a.map(|a| Self::dot(w, a))
+    }
+
     #[inline]
     fn dot(w: &[Self], a: &[ActBlock]) -> f32 {
         #[cfg(target_arch = "x86_64")]
@@ -263,6 +288,41 @@ mod avx {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q4_1(w: &[BlockQ4_1], a: [&[ActBlock]; 4]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut summ = [0f32; 4];
+        for (i, w) in w.iter().enumerate() {
+            prefetch(w);
+            let wv = nibbles(w.qs.as_ptr());
+            let (dw, mw) = (h(w.d), h(w.m));
+            for k in 0..4 {
+                let a = a[k].get_unchecked(i);
+                let av = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), mul_sum_us8(wv, av), acc[k]);
+                summ[k] += mw * a.s;
+            }
+        }
+        std::array::from_fn(|k| hsum(acc[k]) + summ[k])
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q8_0(w: &[BlockQ8_0], a: [&[ActBlock]; 4]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (i, w) in w.iter().enumerate() {
+            prefetch(w);
+            let wv = _mm256_loadu_si256(w.qs.as_ptr() as *const __m256i);
+            let ax = _mm256_sign_epi8(wv, wv);
+            let dw = h(w.d);
+            for k in 0..4 {
+                let a = a[k].get_unchecked(i);
+                let sy = _mm256_sign_epi8(_mm256_loadu_si256(a.qs.as_ptr() as *const __m256i), wv);
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d), mul_sum_us8(ax, sy), acc[k]);
+            }
+        }
+        std::array::from_fn(|k| hsum(acc[k]))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[ActBlock]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut corr = 0f32;
@@ -326,6 +386,33 @@ mod tests {
             (exact - got).abs() < 0.02 * exact.abs().max(1.0),
             "{exact} vs {got}"
         );
+    }
+
+    #[test]
+    fn dot4_matches_dot() {
+        let b41: Vec<BlockQ4_1> = (0..3)
+            .map(|i| BlockQ4_1 {
+                d: f16::from_f32(0.01),
+                m: f16::from_f32(0.02 * i as f32 - 0.03),
+                qs: std::array::from_fn(|j| (j * 13 + i) as u8),
+            })
+            .collect();
+        let b80: Vec<BlockQ8_0> = (0..3)
+            .map(|i| BlockQ8_0 {
+                d: f16::from_f32(0.004),
+                qs: std::array::from_fn(|j| ((j * 29 + i * 7) % 251) as i8),
+            })
+            .collect();
+        let rows: Vec<Vec<ActBlock>> = (0..4).map(|s| acts(96, s * 17 + 1).1).collect();
+        let four = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+        let got = BlockQ4_1::dot4(&b41, four);
+        for k in 0..4 {
+            assert!((got[k] - BlockQ4_1::dot(&b41, &rows[k])).abs() < 1e-4);
+        }
+        let got = BlockQ8_0::dot4(&b80, four);
+        for k in 0..4 {
+            assert!((got[k] - BlockQ8_0::dot(&b80, &rows[k])).abs() < 1e-4);
+        }
     }
 
     #[test]

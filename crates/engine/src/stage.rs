@@ -4,7 +4,7 @@ use crate::error::{EngineError, Result};
 use crate::gguf::{GgufFile, ModelInfo};
 use crate::hidden::HiddenState;
 use crate::linear::{f32_from_bytes, matmul_many, Input, Linear};
-use crate::ops::{rms_norm, softmax, swiglu, Rope};
+use crate::ops::{dot, rms_norm, softmax, swiglu, Rope};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::path::Path;
@@ -189,6 +189,15 @@ impl Stage {
 
     /// Runs this stage's layers on the next positions of a request.
     pub fn forward(&self, input: StageInput, cache: &mut KvCache) -> Result<StageOutput> {
+        // Run the whole step on a compute thread: the many parallel matmuls inside then
+        // fork from within the pool instead of each being handed over from outside.
+        if rayon::current_thread_index().is_none() {
+            return rayon::scope(|_| self.forward_in_pool(input, cache));
+        }
+        self.forward_in_pool(input, cache)
+    }
+
+    fn forward_in_pool(&self, input: StageInput, cache: &mut KvCache) -> Result<StageOutput> {
         let dim = self.info.hidden_size;
         let (mut x, n) = match (input, &self.embed) {
             (StageInput::Tokens(ids), Some(embed)) => {
@@ -328,7 +337,7 @@ impl Stage {
             let mut scores: Vec<f32> = (0..len)
                 .map(|p| {
                     let kp = &lc.k[p * kv_dim + kvh * hd..][..hd];
-                    qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale
+                    dot(qh, kp) * scale
                 })
                 .collect();
             softmax(&mut scores);
