@@ -15,6 +15,9 @@ use super::session::{StepIn, StepOut};
 use super::GenError;
 use crate::metrics::Metrics;
 
+/// Longest wait for one stage's answer (a frozen peer must not hang the request).
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Sending half and answers of an open Forward stream.
 struct Open {
     tx: mpsc::Sender<ForwardRequest>,
@@ -105,10 +108,11 @@ impl RemoteHop {
         }
         self.metrics.sent(&self.peer, bytes);
         let open = self.open.as_mut().expect("stream opened above");
-        let answer = match open.rx.message().await {
-            Ok(Some(a)) => a,
-            Ok(None) => return Err(self.unavailable("stream ended early")),
-            Err(s) => return Err(self.status_error(s)),
+        let answer = match tokio::time::timeout(STEP_TIMEOUT, open.rx.message()).await {
+            Err(_) => return Err(self.unavailable("no answer within the step timeout")),
+            Ok(Ok(Some(a))) => a,
+            Ok(Ok(None)) => return Err(self.unavailable("stream ended early")),
+            Ok(Err(s)) => return Err(self.status_error(s)),
         };
         let rtt = t0.elapsed();
         self.metrics
