@@ -118,7 +118,7 @@ async fn event_loop(
                         if let Some(h) = chat.take() {
                             h.abort();
                         }
-                        chat = Some(tokio::spawn(client::generate(addr, request, tx.clone())));
+                        chat = Some(tokio::spawn(client::generate(addr, *request, tx.clone())));
                     }
                     Action::Cancel => {
                         if let Some(h) = chat.take() {

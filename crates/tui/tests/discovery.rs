@@ -64,7 +64,7 @@ async fn seed_list_learns_the_rest_of_the_cluster_from_members() {
         .lock()
         .unwrap()
         .push((b.agent.id.clone(), b.agent.addr.clone()));
-    let d = SeedDiscovery::new(&[a.agent.addr.clone()]);
+    let d = SeedDiscovery::new(std::slice::from_ref(&a.agent.addr));
     assert_eq!(d.discover().await, vec![a.agent.addr.clone()]);
 
     let (tx, mut rx) = mpsc::channel(256);
@@ -84,7 +84,7 @@ async fn agent_that_goes_away_is_reported_down_and_comes_back() {
     let port = a.port;
     let addr = a.agent.addr.clone();
     let (tx, mut rx) = mpsc::channel(256);
-    let d = SeedDiscovery::new(&[addr.clone()]);
+    let d = SeedDiscovery::new(std::slice::from_ref(&addr));
     let poller = tokio::spawn(Poller::new(Arc::new(d), fast(), tx).run());
     until_nodes(&mut rx, "agent up", |s| s.get(&addr).is_some_and(|x| x.1)).await;
     a.stop().await;
@@ -347,7 +347,7 @@ async fn k8s_mode_without_dns_answers_or_api_finds_nothing_and_does_not_fail() {
 async fn poller_reports_discovery_and_unreachable_seeds() {
     let dead = format!("127.0.0.1:{}", closed_port());
     let (tx, mut rx) = mpsc::channel(64);
-    let d = SeedDiscovery::new(&[dead.clone()]);
+    let d = SeedDiscovery::new(std::slice::from_ref(&dead));
     let poller = tokio::spawn(Poller::new(Arc::new(d), fast(), tx).run());
     let mut saw_discovered = false;
     let end = tokio::time::Instant::now() + LIMIT;

@@ -64,7 +64,7 @@ pub enum Action {
         /// Agent API address.
         addr: String,
         /// The request.
-        request: pb::GenerateRequest,
+        request: Box<pb::GenerateRequest>,
     },
     /// Cancel the running generation.
     Cancel,
@@ -234,7 +234,10 @@ impl App {
                     return Action::None;
                 };
                 match self.chat.begin(addr.clone(), now) {
-                    Some(request) => Action::Send { addr, request },
+                    Some(request) => Action::Send {
+                        addr,
+                        request: Box::new(request),
+                    },
                     None => Action::None,
                 }
             }
@@ -279,7 +282,7 @@ impl App {
         }
         match self.tab {
             Tab::Chat => {
-                "Enter send Esc stop ^T temp ^P top-p ^N max ^O model ↑↓ scroll Tab F1 help ^C quit"
+                "Enter send Esc stop ^T temp ^P top-p ^N max ^O model Tab view F1 help ^C quit"
             }
             _ => "Tab/←→ view  j/k ↑↓ move  Enter chat  ? help  q quit",
         }

@@ -236,8 +236,10 @@ fn chat_cancel_and_error() {
 
 #[test]
 fn chat_without_reachable_agent_says_so() {
-    let mut app = App::default();
-    app.tab = Tab::Chat;
+    let mut app = App {
+        tab: Tab::Chat,
+        ..App::default()
+    };
     app.chat.input = "hello".into();
     assert_eq!(
         app.on_key(key(KeyCode::Enter), Instant::now()),

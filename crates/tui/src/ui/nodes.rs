@@ -133,7 +133,7 @@ fn draw_detail(f: &mut Frame, app: &App, n: &NodeView, area: Rect) {
         let r = n.resources();
         let gpus: Vec<String> = r.gpus.iter().map(|g| g.name.clone()).collect();
         dim(format!(
-            "{} cores · GPUs: {} · plan {}",
+            "{} cores · GPUs: {} · plan v{:x}",
             r.cpu_cores,
             if gpus.is_empty() {
                 "none".into()
