@@ -62,7 +62,8 @@ pub const ADVERT_KEY: &str = "advert";
 pub enum MemberState {
     /// Heard from recently.
     Alive,
-    /// Still alive for the failure detector, but silent for over half of `dead_after`.
+    /// Still alive for the failure detector, but silent for over half of its
+    /// (adaptive) failure-detection timeout.
     Suspect,
     /// Declared dead by the failure detector.
     Dead,

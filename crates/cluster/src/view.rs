@@ -63,7 +63,7 @@ pub(crate) fn members(
             MemberState::Alive
         } else if !live.contains(id) {
             MemberState::Dead
-        } else if silent > suspect_after {
+        } else if silent > suspect_threshold(chitchat, id, suspect_after) {
             MemberState::Suspect
         } else {
             MemberState::Alive
@@ -76,6 +76,14 @@ pub(crate) fn members(
     }
     tracker.retain(&chitchat.node_states().keys().collect());
     out
+}
+
+/// Half of chitchat's adaptive failure-detection timeout for `id` (so Suspect
+/// precedes Dead), or `fallback` while the detector has no estimate.
+fn suspect_threshold(chitchat: &Chitchat, id: &ChitchatId, fallback: Duration) -> Duration {
+    chitchat
+        .failure_detection_timeout(id)
+        .map_or(fallback, |t| t / 2)
 }
 
 fn parse(id: &ChitchatId, json: &str) -> Option<NodeAdvert> {

@@ -219,3 +219,34 @@ async fn lone_member_sees_itself() {
     assert_eq!(m.subscribe().borrow().len(), 1);
     m.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_member_turns_suspect_before_dead() {
+    let mut cfg = config("watcher", &[]);
+    cfg.dead_after = Duration::from_secs(4);
+    let a = Membership::start(cfg, advert("watcher", 8080))
+        .await
+        .unwrap();
+    let b = start("quiet", &[seed_of(&a)]).await;
+    let view = wait_for(&a, |v| all_alive(v, &["watcher", "quiet"])).await;
+    assert!(all_alive(&view, &["watcher", "quiet"]), "{view:?}");
+
+    b.shutdown().await;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        let s = state_of(&a.members().await, "quiet").unwrap();
+        if seen.last() != Some(&s) {
+            seen.push(s);
+        }
+        if s == MemberState::Dead {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen,
+        vec![MemberState::Alive, MemberState::Suspect, MemberState::Dead]
+    );
+    a.shutdown().await;
+}
