@@ -113,11 +113,13 @@ retry_chat() { # the plan may still be converging: retry (bounded) before judgin
 }
 t_check "chat completion via agent-2 (localhost:8081) spans all three agents" retry_chat "${API[1]}"
 
-# The pipelined greedy answer equals a single-process generation of the same prompt.
+# The pipelined greedy answer equals a single-process generation of the same prompt, split
+# at the same layers (three equal agents get 10/10/10, as `--stages 3` does), so that the f16
+# hidden-state hops happen at the same places and cannot flip a near-tie differently.
 same_as_local() {
     local prompt="Name the largest planet of the solar system." cluster single
     cluster=$(chat "${API[1]}" "$prompt" 12 | jq -r '.choices[0].message.content') || return 1
-    single=$(docker exec distributed-llm-agent-1 agent generate --prompt "$prompt" --max-tokens 12 --temperature 0 2>/dev/null) || return 1
+    single=$(docker exec distributed-llm-agent-1 agent generate --prompt "$prompt" --max-tokens 12 --temperature 0 --stages 3 2>/dev/null) || return 1
     [[ "$cluster" == "$(sed -e 's/[[:space:]]*$//' <<<"$single")" ]] || { echo "cluster: '$cluster' / single process: '$single'"; return 1; }
     echo "both: '$cluster'"
 }
