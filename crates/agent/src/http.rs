@@ -174,7 +174,9 @@ async fn cluster(State(s): State<AppState>) -> Json<serde_json::Value> {
             })).collect::<Vec<_>>(),
         })
     });
-    Json(json!({ "node_id": s.node_id, "members": members, "plan": plan }))
+    Json(json!({
+        "node_id": s.node_id, "members": members, "plan": plan, "plan_error": view.plan_error,
+    }))
 }
 
 async fn chat_completions(

@@ -219,22 +219,29 @@ async fn placement_loop(
 ) {
     let mut loading: Option<(Range<usize>, LoadTask)> = None;
     let mut last_plan = 0u64;
-    let mut plan_error: Option<String> = None;
+    let mut last_error: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
         let members = membership.members().await;
-        let plan = match plan(&members, &state.model.info, &state.model.id) {
-            Ok(p) => Some(p),
+        let (plan, plan_error) = match plan(&members, &state.model.info, &state.model.id) {
+            Ok(p) => {
+                last_error = None;
+                (Some(p), None)
+            }
             Err(e) => {
-                if last_plan != 0 || plan_error.as_deref() != Some(e.as_str()) {
+                if last_error.as_deref() != Some(e.as_str()) {
                     tracing::warn!("no placement plan: {e}");
-                    plan_error = Some(e);
+                    last_error = Some(e.clone());
                 }
-                None
+                (None, Some(e))
             }
         };
-        let view = ClusterView { members, plan };
+        let view = ClusterView {
+            members,
+            plan,
+            plan_error,
+        };
         let planned = view
             .plan
             .as_ref()

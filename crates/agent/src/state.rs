@@ -144,7 +144,8 @@ impl AgentState {
     pub fn health(&self) -> (bool, String) {
         let view = self.view();
         let Some(plan) = view.plan.as_ref() else {
-            return (false, "no placement plan yet".into());
+            let why = view.plan_error.as_deref().unwrap_or("none computed yet");
+            return (false, format!("no placement plan: {why}"));
         };
         if !plan.is_complete() {
             return (

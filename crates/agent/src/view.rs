@@ -101,6 +101,8 @@ impl PlanView {
 pub struct ClusterView {
     pub members: Vec<MemberView>,
     pub plan: Option<PlanView>,
+    /// Why there is no plan (when `plan` is `None`).
+    pub plan_error: Option<String>,
 }
 
 impl ClusterView {
@@ -129,10 +131,10 @@ pub fn route(
     self_id: &str,
     local_range: Option<Range<usize>>,
 ) -> Result<(u64, Vec<RouteHop>), String> {
-    let plan = view
-        .plan
-        .as_ref()
-        .ok_or_else(|| "no placement plan yet (no live member can hold the model)".to_string())?;
+    let plan = view.plan.as_ref().ok_or_else(|| match &view.plan_error {
+        Some(e) => format!("no placement plan: {e}"),
+        None => "no placement plan yet".to_string(),
+    })?;
     if !plan.is_complete() {
         let gaps: Vec<String> = plan
             .gaps()
@@ -223,6 +225,7 @@ mod tests {
         let view = ClusterView {
             members: vec![member("b", Some(10..30), Liveness::Alive)],
             plan: Some(plan(&[("a", 0..10), ("b", 10..30)])),
+            plan_error: None,
         };
         let (v, hops) = route(&view, "a", Some(0..10)).unwrap();
         assert_eq!(v, 7);
@@ -234,6 +237,7 @@ mod tests {
         let view = ClusterView {
             members: vec![member("b", Some(15..30), Liveness::Alive)],
             plan: Some(plan(&[("a", 0..10), ("b", 10..30)])),
+            plan_error: None,
         };
         let e = route(&view, "a", Some(0..10)).unwrap_err();
         assert!(e.contains("10..30"), "{e}");
@@ -249,6 +253,7 @@ mod tests {
         let view = ClusterView {
             members: vec![],
             plan: Some(plan(&[("a", 0..10), ("b", 12..30)])),
+            plan_error: None,
         };
         let e = route(&view, "a", Some(0..10)).unwrap_err();
         assert!(e.contains("10..12"), "{e}");

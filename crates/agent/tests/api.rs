@@ -308,3 +308,37 @@ async fn bad_input_gets_clear_errors_and_the_agent_stays_up() {
     assert!(m.contains("status=\"rejected\"} 7"), "{m}");
     assert!(m.contains("distributed_llm_inference_active_requests{node=\"bad\"} 0"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn model_that_does_not_fit_gives_503_with_the_reason() {
+    let Some(model) = model() else { return };
+    let a = Agent::start_with(
+        "tiny",
+        Ports::new(),
+        &[],
+        &model,
+        &["--memory-limit", "1000"],
+    );
+    let health = wait_for(
+        "an answer from /health",
+        Duration::from_secs(60),
+        || async { get(&a.url("/health")).await.ok() },
+    )
+    .await;
+    assert_eq!(health.status, 503);
+    let r = wait_for("a plan error", Duration::from_secs(30), || async {
+        let r = post_json(&a.url("/v1/chat/completions"), &chat_body("hi", 2, false))
+            .await
+            .ok()?;
+        r.text().contains("does not fit").then_some(r)
+    })
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("no placement plan"));
+    // Still up and answering.
+    assert_eq!(get(&a.url("/v1/models")).await.unwrap().status, 200);
+}

@@ -61,6 +61,10 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(id: &str, ports: Ports, seeds: &[u16], model: &Path) -> Self {
+        Self::start_with(id, ports, seeds, model, &[])
+    }
+
+    pub fn start_with(id: &str, ports: Ports, seeds: &[u16], model: &Path, extra: &[&str]) -> Self {
         let log = std::env::temp_dir().join(format!(
             "agent-test-{}-{}-{}.log",
             std::process::id(),
@@ -77,6 +81,7 @@ impl Agent {
             .args(["--metrics-port", &ports.metrics.to_string()])
             .args(["--model", model.to_str().unwrap()])
             .args(["--log-level", "debug"])
+            .args(extra)
             .env_remove("SEED_NODES")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
