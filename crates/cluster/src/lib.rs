@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Every agent computes the same plan from the same gossiped capacities: nodes are
-//! sorted by id and memory is quantised to 256 MiB. See [`placement`] for the rules.
+//! sorted by id and memory is quantised (64 MiB budgets, 256 MiB weight units).
+//! See [`placement`] for the rules.
 //!
 //! # Membership ([`membership`])
 //!
@@ -32,21 +33,19 @@
 //! restarted agent uses a higher generation ([`generation_now`]) and replaces its old
 //! incarnation. Liveness comes from chitchat's phi-accrual detector, tuned so that a
 //! silent peer is Dead after about `dead_after` (default 3 s): Suspect once silent
-//! for half of that, Alive otherwise. Dead members stay listed for
+//! for half of the detector's current timeout, Alive otherwise. Dead members stay listed for
 //! [`MembershipConfig::forget_after`]. Do not hold a `watch::Ref` from
 //! [`Membership::subscribe`] across an `.await`: it blocks the publisher.
 
-pub mod hash;
-
-pub mod placement;
-
-pub use placement::{plan, Assignment, Capacity, ModelFootprint, PlacementError, Plan};
 pub mod advert;
 pub mod error;
+pub mod hash;
 pub mod membership;
+pub mod placement;
 pub mod seeds;
 mod view;
 
 pub use advert::{GpuAdvert, Member, MemberState, NodeAdvert, ADVERT_KEY};
 pub use error::ClusterError;
 pub use membership::{generation_now, Membership, MembershipConfig};
+pub use placement::{plan, Assignment, Capacity, ModelFootprint, PlacementError, Plan};

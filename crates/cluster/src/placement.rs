@@ -2,7 +2,8 @@
 //!
 //! Every agent runs [`plan`] on the same gossiped inputs and gets the same [`Plan`]:
 //! nodes are sorted by `node_id`, capacities are quantised ([`QUANTUM`]) so small
-//! fluctuations of free memory do not move layers, and the search is exact and
+//! fluctuations of free memory do not move layers (budgets to [`QUANTUM`],
+//! weights to [`WEIGHT_UNIT`]), and the search is exact and
 //! integer-only (a dynamic program over layer boundaries), so no float rounding
 //! can differ between machines.
 //!
@@ -20,8 +21,11 @@ use std::collections::BTreeSet;
 
 use crate::hash::Fnv64;
 
-/// Granularity of memory inputs: 256 MiB. Budgets are rounded down to it.
-pub const QUANTUM: u64 = 256 * 1024 * 1024;
+/// Granularity of memory budgets: 64 MiB (fine enough for small containers).
+pub const QUANTUM: u64 = 64 * 1024 * 1024;
+
+/// Granularity of the memory part of weights: 256 MiB (coarse, so shares are stable).
+pub const WEIGHT_UNIT: u64 = 256 * 1024 * 1024;
 
 /// Memory needs of a model, from its GGUF tensors.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,10 +83,11 @@ impl Capacity {
         m / QUANTUM * QUANTUM
     }
 
-    /// Relative share of layers: `(budget + gpu_memory) / QUANTUM * isqrt(16 * cores)`.
+    /// Relative share of layers:
+    /// `max(1, (budget + gpu_memory) / WEIGHT_UNIT) * isqrt(16 * cores)`.
     /// Memory dominates; more cores or GPU memory raise the share sub-linearly.
     pub fn weight(&self) -> u128 {
-        let units = (self.budget() / QUANTUM + self.gpu_memory / QUANTUM).min(1 << 24);
+        let units = (self.budget() / WEIGHT_UNIT + self.gpu_memory / WEIGHT_UNIT).min(1 << 24);
         let cores = u64::from(self.cpu_cores.clamp(1, 4096));
         u128::from(units.max(1)) * u128::from((16 * cores).isqrt())
     }

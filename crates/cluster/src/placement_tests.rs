@@ -174,6 +174,14 @@ fn input_order_does_not_matter() {
 }
 
 #[test]
+fn small_containers_get_a_budget() {
+    let c = cap("a", 200 * MIB, 1);
+    assert_eq!(c.budget(), 192 * MIB);
+    let p = plan(&smol(), &[c, cap("b", 200 * MIB, 1)]).unwrap();
+    assert_eq!(p.assignments.len(), 2);
+}
+
+#[test]
 fn small_memory_fluctuations_do_not_change_the_plan() {
     let a = [
         cap("a", 4 * GIB + 10 * MIB, 4),
