@@ -82,8 +82,8 @@ pub fn generation_now() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A running gossip member. Dropping it stops gossip abruptly (peers will see it die);
-/// [`Membership::shutdown`] stops it cleanly.
+/// A running gossip member. Dropping it stops gossip without waiting (peers will see
+/// it die); [`Membership::shutdown`] also waits for the gossip task to end.
 pub struct Membership {
     handle: Arc<ChitchatHandle>,
     cfg: MembershipConfig,
@@ -213,15 +213,17 @@ impl Membership {
     }
 
     /// Stops gossiping and waits for the gossip task to end.
-    pub async fn shutdown(self) {
-        for t in &self.tasks {
+    pub async fn shutdown(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
             t.abort();
         }
-        for t in self.tasks {
+        for t in tasks {
             let _ = t.await;
         }
-        let _ = self.handle.initiate_shutdown();
-        match Arc::try_unwrap(self.handle) {
+        let handle = self.handle.clone();
+        drop(self); // asks chitchat to stop
+        match Arc::try_unwrap(handle) {
             Ok(h) => {
                 if let Err(e) = h.shutdown().await {
                     warn!(error = %e, "gossip task ended with an error");
@@ -229,6 +231,15 @@ impl Membership {
             }
             Err(h) => h.abort(),
         }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.handle.initiate_shutdown();
     }
 }
 

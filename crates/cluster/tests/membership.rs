@@ -250,3 +250,19 @@ async fn silent_member_turns_suspect_before_dead() {
     );
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_member_is_declared_dead() {
+    let a = start("keeper", &[]).await;
+    let b = start("dropped", &[seed_of(&a)]).await;
+    let view = wait_for(&a, |v| all_alive(v, &["keeper", "dropped"])).await;
+    assert!(all_alive(&view, &["keeper", "dropped"]), "{view:?}");
+    drop(b);
+    let view = wait_for(&a, |v| state_of(v, "dropped") == Some(MemberState::Dead)).await;
+    assert_eq!(
+        state_of(&view, "dropped"),
+        Some(MemberState::Dead),
+        "{view:?}"
+    );
+    a.shutdown().await;
+}
