@@ -151,7 +151,14 @@ pub fn start(
     state.metrics.active_requests.inc();
     tokio::spawn(async move {
         let t0 = Instant::now();
+        let id = req.request_id.clone();
+        let stages = hops.len();
         let status = run(&state, req, hops, &tx, t0).await;
+        tracing::info!(
+            request = %id, ?status, stages,
+            ms = t0.elapsed().as_millis() as u64,
+            "request finished"
+        );
         state.metrics.active_requests.dec();
         state.metrics.finish_request(status);
         state

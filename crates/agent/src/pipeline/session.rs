@@ -119,3 +119,45 @@ pub async fn step_blocking(
         Err(e) => Err(format!("stage computation failed: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> Option<std::path::PathBuf> {
+        let p = engine::fetch::default_model_path();
+        p.is_file().then_some(p)
+    }
+
+    #[test]
+    fn two_sessions_chain_and_reject_bad_steps() {
+        let Some(path) = model() else {
+            eprintln!("SKIP: default model not present");
+            return;
+        };
+        let params = SamplingParams::greedy(4);
+        let first = Arc::new(Stage::load(&path, 0, 15).unwrap());
+        let last = Arc::new(Stage::load(&path, 15, 30).unwrap());
+        let mut a = StageSession::new(first, &params);
+        let mut b = StageSession::new(last, &params);
+        let tokens = vec![1u32, 2, 3];
+        let step = |position, hidden| StepIn {
+            position,
+            tokens: tokens.clone(),
+            hidden,
+        };
+        let (out, _) = a.step(step(0, None)).unwrap();
+        let StepOut::Hidden(h) = out else {
+            panic!("first stage must return a hidden state")
+        };
+        assert_eq!((h.n_tokens, h.dim), (3, 576));
+        // Wrong position: rejected, nothing cached.
+        assert!(b.step(step(5, Some(h.clone()))).is_err());
+        // Missing hidden state on a later stage: rejected.
+        assert!(b.step(step(0, None)).is_err());
+        let (out, _) = b.step(step(0, Some(h))).unwrap();
+        assert!(matches!(out, StepOut::Token(t) if (t as usize) < 49152));
+        // The first stage has seen 3 positions now; a repeat at 0 is refused.
+        assert!(a.step(step(0, None)).is_err());
+    }
+}
