@@ -89,14 +89,27 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let model = crate::run::model_path(args.model.clone()).await?;
     let exe = std::env::current_exe().context("locating the agent binary")?;
     println!(
-        "# distributed-llm bench: model {}, prompt {:?}, max_tokens {}, {} runs (median), loopback",
+        "# distributed-llm bench: model {}, prompt {:?}, max_tokens {}, {} interleaved runs per configuration (median), loopback",
         model.display(),
         args.prompt,
         args.max_tokens,
         args.runs
     );
-    let one = bench_cluster(&exe, &model, 1, &args).await?;
-    let many = bench_cluster(&exe, &model, args.agents, &args).await?;
+    // Both clusters run at once and requests alternate between them, so load from
+    // anything else on the machine affects both alike.
+    let single = Cluster::start(&exe, &model, 1, &args).await?;
+    let pipeline = Cluster::start(&exe, &model, args.agents, &args).await?;
+    let (mut one, mut many) = (Stats::default(), Stats::default());
+    for _ in 0..args.runs {
+        for (c, st) in [(&single, &mut one), (&pipeline, &mut many)] {
+            let (tps, ttft, tokens) = generate(&c.channel, &args, args.max_tokens).await?;
+            st.tok_s.push(tps);
+            st.ttft_ms.push(ttft);
+            st.tokens = tokens;
+        }
+    }
+    many.hops = pipeline.hops().await?;
+    drop((single, pipeline));
     let (s1, sn) = (median(&one.tok_s), median(&many.tok_s));
     println!();
     println!("| agents | gen tok/s | TTFT ms | tokens |");
@@ -134,96 +147,105 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-async fn bench_cluster(exe: &Path, model: &Path, n: usize, args: &BenchArgs) -> Result<Stats> {
-    eprintln!("starting {n} agent(s)...");
-    let base = args.base_port + if n == 1 { 0 } else { 30 };
-    let port = |i: usize, k: u16| base + (i as u16) * 3 + k;
-    let mut procs = Vec::new();
-    for i in 0..n {
-        let mut cmd = Command::new(exe);
-        cmd.args(["--node-id", &format!("bench-{}", i + 1)])
-            .args(["--bind-addr", "127.0.0.1", "--advertise-addr", "127.0.0.1"])
-            .args(["--bind-port", &port(i, 0).to_string()])
-            .args(["--gossip-port", &port(i, 1).to_string()])
-            .args(["--metrics-port", &port(i, 2).to_string()])
-            .args(["--model", &model.display().to_string()])
-            .args(["--log-level", "warn"])
-            .env_remove("SEED_NODES")
-            .stdout(Stdio::null());
-        if i > 0 {
-            cmd.arg(format!("--seed-nodes=127.0.0.1:{}", port(0, 1)));
-        }
-        procs.push(Proc(cmd.spawn().context("starting an agent")?));
+/// Agents started for the benchmark (killed on drop).
+struct Cluster {
+    _procs: Vec<Proc>,
+    channel: tonic::transport::Channel,
+    base: u16,
+}
+
+impl Cluster {
+    fn port(&self, i: usize, k: u16) -> u16 {
+        self.base + (i as u16) * 3 + k
     }
-    let entry = format!("http://127.0.0.1:{}", port(0, 0));
-    let channel = tonic::transport::Channel::from_shared(entry.clone())?.connect_lazy();
-    // Wait for a plan with n stages, all loaded (a request then succeeds).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let ready = match proto::NodeServiceClient::new(channel.clone())
-            .list_members(pb::ListMembersRequest {})
-            .await
-        {
-            Ok(r) => {
-                let r = r.into_inner();
-                r.plan.is_some_and(|p| p.assignments.len() == n)
-                    && r.members
-                        .iter()
-                        .filter(|m| m.state == pb::MemberState::Alive as i32)
-                        .count()
-                        == n
-                    && r.members
-                        .iter()
-                        .all(|m| m.advert.as_ref().is_some_and(|a| a.healthy))
+
+    /// Start `n` agents, wait until a request through all of them succeeds, warm up.
+    async fn start(exe: &Path, model: &Path, n: usize, args: &BenchArgs) -> Result<Cluster> {
+        eprintln!("starting {n} agent(s)...");
+        let base = args.base_port + if n == 1 { 0 } else { 30 };
+        let port = |i: usize, k: u16| base + (i as u16) * 3 + k;
+        let name = if n == 1 { "single" } else { "bench" };
+        let mut procs = Vec::new();
+        for i in 0..n {
+            let mut cmd = Command::new(exe);
+            cmd.args(["--node-id", &format!("{name}-{}", i + 1)])
+                .args(["--bind-addr", "127.0.0.1", "--advertise-addr", "127.0.0.1"])
+                .args(["--bind-port", &port(i, 0).to_string()])
+                .args(["--gossip-port", &port(i, 1).to_string()])
+                .args(["--metrics-port", &port(i, 2).to_string()])
+                .args(["--model", &model.display().to_string()])
+                .args(["--log-level", "warn"])
+                .env_remove("SEED_NODES")
+                .stdout(Stdio::null());
+            if i > 0 {
+                cmd.arg(format!("--seed-nodes=127.0.0.1:{}", port(0, 1)));
             }
-            Err(_) => false,
-        };
-        if ready && generate(&channel, args, 2).await.is_ok() {
-            break;
+            procs.push(Proc(cmd.spawn().context("starting an agent")?));
         }
-        if Instant::now() > deadline {
-            bail!("{n} agent(s) did not become ready within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let _ = generate(&channel, args, args.max_tokens).await?; // warm-up
-    let mut stats = Stats::default();
-    for _ in 0..args.runs {
-        let (tps, ttft, tokens) = generate(&channel, args, args.max_tokens).await?;
-        stats.tok_s.push(tps);
-        stats.ttft_ms.push(ttft);
-        stats.tokens = tokens;
-    }
-    let snap = proto::NodeServiceClient::new(channel.clone())
-        .get_metrics(pb::GetMetricsRequest {})
-        .await?
-        .into_inner();
-    for p in snap.peers.iter().filter(|p| p.hop_latency_ms_avg > 0.0) {
-        let idx: usize = p
-            .peer_id
-            .strip_prefix("bench-")
-            .and_then(|i| i.parse().ok())
-            .unwrap_or(1);
-        let url = format!("http://127.0.0.1:{}/metrics", port(idx - 1, 2));
-        let compute =
-            match crate::httpc::request("GET", &url, &[], b"", Duration::from_secs(5)).await {
-                Ok(r) => histogram_mean_ms(&r.text(), "distributed_llm_stage_forward_seconds"),
-                Err(_) => 0.0,
+        let entry = format!("http://127.0.0.1:{}", port(0, 0));
+        let channel = tonic::transport::Channel::from_shared(entry)?.connect_lazy();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ready = match proto::NodeServiceClient::new(channel.clone())
+                .list_members(pb::ListMembersRequest {})
+                .await
+            {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    let alive = pb::MemberState::Alive as i32;
+                    r.plan.is_some_and(|p| p.assignments.len() == n)
+                        && r.members.iter().filter(|m| m.state == alive).count() == n
+                        && r.members
+                            .iter()
+                            .all(|m| m.advert.as_ref().is_some_and(|a| a.healthy))
+                }
+                Err(_) => false,
             };
-        stats.hops.push((
-            p.peer_id.clone(),
-            p.hop_latency_ms_avg,
-            p.hop_latency_ms_p50,
-            compute,
-        ));
+            if ready && generate(&channel, args, 2).await.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{n} agent(s) did not become ready within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        generate(&channel, args, args.max_tokens).await?; // warm-up
+        Ok(Cluster {
+            _procs: procs,
+            channel,
+            base,
+        })
     }
-    eprintln!(
-        "{n} agent(s): {:.1} tok/s, TTFT {:.1} ms",
-        median(&stats.tok_s),
-        median(&stats.ttft_ms)
-    );
-    drop(procs);
-    Ok(stats)
+
+    /// Per remote hop of the entry agent: round trip and the stage's compute.
+    async fn hops(&self) -> Result<Vec<(String, f64, f64, f64)>> {
+        let snap = proto::NodeServiceClient::new(self.channel.clone())
+            .get_metrics(pb::GetMetricsRequest {})
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        for p in snap.peers.iter().filter(|p| p.hop_latency_ms_avg > 0.0) {
+            let idx: usize = p
+                .peer_id
+                .rsplit('-')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(1);
+            let url = format!("http://127.0.0.1:{}/metrics", self.port(idx - 1, 2));
+            let compute =
+                match crate::httpc::request("GET", &url, &[], b"", Duration::from_secs(5)).await {
+                    Ok(r) => histogram_mean_ms(&r.text(), "distributed_llm_stage_forward_seconds"),
+                    Err(_) => 0.0,
+                };
+            out.push((
+                p.peer_id.clone(),
+                p.hop_latency_ms_avg,
+                p.hop_latency_ms_p50,
+                compute,
+            ));
+        }
+        Ok(out)
+    }
 }
 
 /// One greedy request; returns (tok/s after the first token, TTFT ms, tokens).
