@@ -31,7 +31,14 @@ pub fn chat_tokens(state: &AgentState, messages: &[Message]) -> Result<Vec<u32>,
     validate_messages(messages).map_err(GenError::BadRequest)?;
     let msgs: Vec<engine::ChatMessage> = messages
         .iter()
-        .map(|m| engine::ChatMessage::new(&m.role, &m.content))
+        .map(|m| {
+            let role = if m.role == "developer" {
+                "system"
+            } else {
+                &m.role
+            };
+            engine::ChatMessage::new(role, &m.content)
+        })
         .collect();
     let text = state
         .model

@@ -7,11 +7,45 @@ pub const MAX_TOKENS_LIMIT: u32 = 4096;
 /// Default `max_tokens` when the request gives none.
 pub const DEFAULT_MAX_TOKENS: u32 = 256;
 
-/// One chat message.
+/// One chat message. `content` may also be a list of parts (`{"type":"text","text":..}`),
+/// whose texts are joined.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Message {
     pub role: String,
+    #[serde(deserialize_with = "content_text")]
     pub content: String,
+}
+
+fn content_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    struct Part {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        text: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Content {
+        Text(String),
+        Parts(Vec<Part>),
+    }
+    match Content::deserialize(d)? {
+        Content::Text(t) => Ok(t),
+        Content::Parts(parts) => {
+            if let Some(p) = parts.iter().find(|p| p.kind != "text") {
+                return Err(serde::de::Error::custom(format!(
+                    "content part type '{}' is not supported (only 'text')",
+                    p.kind
+                )));
+            }
+            Ok(parts
+                .into_iter()
+                .map(|p| p.text)
+                .collect::<Vec<_>>()
+                .join(""))
+        }
+    }
 }
 
 /// `stop` may be one string or a list.
@@ -72,6 +106,19 @@ impl ChatCompletionRequest {
             }
         }
         validate_messages(&self.messages)?;
+        let messages: Vec<Message> = self
+            .messages
+            .iter()
+            .map(|m| Message {
+                // OpenAI's newer name for the system role.
+                role: if m.role == "developer" {
+                    "system".into()
+                } else {
+                    m.role.clone()
+                },
+                content: m.content.clone(),
+            })
+            .collect();
         let max_tokens = validate_max_tokens(self.max_completion_tokens.or(self.max_tokens))?;
         let temperature = self.temperature.unwrap_or(0.7);
         if !(0.0..=2.0).contains(&temperature) {
@@ -94,7 +141,7 @@ impl ChatCompletionRequest {
             return Err("at most 4 stop strings are allowed".into());
         }
         Ok(Validated {
-            messages: self.messages.clone(),
+            messages,
             max_tokens,
             temperature,
             top_p,
@@ -119,7 +166,10 @@ pub fn validate_messages(messages: &[Message]) -> Result<(), String> {
         return Err("'messages' must contain at least one message".into());
     }
     for (i, m) in messages.iter().enumerate() {
-        if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+        if !matches!(
+            m.role.as_str(),
+            "system" | "developer" | "user" | "assistant"
+        ) {
             return Err(format!(
                 "messages[{i}].role must be 'system', 'user' or 'assistant', got '{}'",
                 m.role
@@ -259,6 +309,18 @@ mod tests {
         for c in cases {
             assert!(req(c).validate("m").is_err(), "accepted {c}");
         }
+    }
+
+    #[test]
+    fn content_parts_and_developer_role() {
+        let v = req(r#"{"messages":[{"role":"developer","content":"be brief"},
+            {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}"#)
+        .validate("m")
+        .unwrap();
+        assert_eq!(v.messages[0].role, "system");
+        assert_eq!(v.messages[1].content, "ab");
+        let bad = r#"{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#;
+        assert!(serde_json::from_str::<ChatCompletionRequest>(bad).is_err());
     }
 
     #[test]
