@@ -83,6 +83,9 @@ pub struct ServeArgs {
     /// Memory (bytes) this agent offers for layers (default: memory available).
     #[arg(long, env = "MEMORY_LIMIT")]
     pub memory_limit: Option<u64>,
+    /// Generation requests this agent coordinates at once; more get 429.
+    #[arg(long, env = "MAX_REQUESTS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_requests: u32,
 }
 
 /// Options of `agent generate`.

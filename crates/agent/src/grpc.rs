@@ -23,6 +23,7 @@ pub fn status_of(e: &GenError) -> Status {
         GenError::BadRequest(m) => Status::invalid_argument(m.clone()),
         GenError::Unavailable(m) => Status::unavailable(m.clone()),
         GenError::Internal(m) => Status::internal(m.clone()),
+        GenError::Busy(m) => Status::resource_exhausted(m.clone()),
     }
 }
 

@@ -45,6 +45,7 @@ impl From<GenError> for ApiError {
             GenError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GenError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GenError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GenError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         Self::new(status, e.to_string())
     }
@@ -52,6 +53,7 @@ impl From<GenError> for ApiError {
 
 fn error_kind(status: StatusCode) -> &'static str {
     match status.as_u16() {
+        429 => "rate_limit_error",
         400..=499 => "invalid_request_error",
         503 => "service_unavailable",
         _ => "server_error",

@@ -89,13 +89,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let metrics = Arc::new(Metrics::new(&node_id));
     metrics.set_info(&addrs.api);
     metrics.model_layers.set(model.info.n_layers as i64);
-    let state = Arc::new(AgentState::new(
-        node_id.clone(),
-        addrs.clone(),
-        generation,
-        model,
-        metrics,
-    ));
+    let mut state = AgentState::new(node_id.clone(), addrs.clone(), generation, model, metrics);
+    state.max_requests = args.max_requests as usize;
+    let state = Arc::new(state);
     let advert = initial_advert(&state, args.memory_limit);
     let membership = Arc::new(
         Membership::start(

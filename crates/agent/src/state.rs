@@ -84,6 +84,8 @@ pub struct AgentState {
     pub view: RwLock<ClusterView>,
     channels: Mutex<HashMap<String, Channel>>,
     pub last_ttft_ms: Mutex<f64>,
+    /// Generation requests this agent coordinates at once (more get 429).
+    pub max_requests: usize,
 }
 
 impl AgentState {
@@ -109,6 +111,7 @@ impl AgentState {
             view: RwLock::new(ClusterView::default()),
             channels: Mutex::new(HashMap::new()),
             last_ttft_ms: Mutex::new(0.0),
+            max_requests: 32,
         }
     }
 

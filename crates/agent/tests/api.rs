@@ -342,3 +342,41 @@ async fn model_that_does_not_fit_gives_503_with_the_reason() {
     // Still up and answering.
     assert_eq!(get(&a.url("/v1/models")).await.unwrap().status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_beyond_the_limit_get_429() {
+    let Some(model) = model() else { return };
+    let a = Agent::start_with("busy", Ports::new(), &[], &model, &["--max-requests", "1"]);
+    ready(&a).await;
+    // Hold one long streaming request open (read its first bytes only).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", a.ports.api))
+        .await
+        .unwrap();
+    let body = chat_body("Tell me a long story about dragons.", 2000, true);
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let r = post_json(&a.url("/v1/chat/completions"), &chat_body("hi", 2, false))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("limit 1"));
+    drop(s);
+    // Once the first one is cancelled, requests are served again.
+    wait_for(
+        "a served request after the cancel",
+        Duration::from_secs(60),
+        || async {
+            let r = post_json(&a.url("/v1/chat/completions"), &chat_body("hi", 2, false))
+                .await
+                .ok()?;
+            (r.status == 200).then_some(())
+        },
+    )
+    .await;
+}

@@ -28,14 +28,17 @@ pub enum GenError {
     Unavailable(String),
     /// Something broke while generating (500).
     Internal(String),
+    /// Too many requests in flight at this agent (429).
+    Busy(String),
 }
 
 impl std::fmt::Display for GenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            GenError::BadRequest(m) | GenError::Unavailable(m) | GenError::Internal(m) => {
-                f.write_str(m)
-            }
+            GenError::BadRequest(m)
+            | GenError::Unavailable(m)
+            | GenError::Internal(m)
+            | GenError::Busy(m) => f.write_str(m),
         }
     }
 }
@@ -116,6 +119,13 @@ pub fn start(
             "the prompt has {} tokens; the model's context is {}",
             req.prompt_tokens.len(),
             info.context_length
+        )));
+    }
+    let active = state.metrics.active_requests.get().max(0) as usize;
+    if active >= state.max_requests {
+        return Err(GenError::Busy(format!(
+            "{active} requests in flight at {} (limit {}); retry later",
+            state.node_id, state.max_requests
         )));
     }
     let (plan_version, route) = state.route().map_err(GenError::Unavailable)?;
