@@ -14,6 +14,7 @@ pub mod membership;
 pub mod metrics;
 pub mod openai;
 pub mod pipeline;
+pub mod placement;
 pub mod resources;
 pub mod run;
 pub mod server;
