@@ -51,7 +51,7 @@ step "build binaries" cargo build --workspace --bins -q
 step "cargo test (all crates)" cargo test --workspace -q
 if [[ "${SKIP_E2E:-0}" != 1 ]]; then
     step "offline deploy checks (compose, promtool, dashboards, kustomize)" bash hack/check-deploy.sh
-    for s in scripts/e2e-queries.sh scripts/e2e-tui.sh scripts/e2e-compose.sh; do
+    for s in scripts/e2e-queries.sh scripts/e2e-partition.sh scripts/e2e-compose.sh; do
         [[ -f $s ]] && step "$s" bash "$s"
     done
 fi
