@@ -19,5 +19,4 @@ pub mod resources;
 pub mod run;
 pub mod server;
 pub mod state;
-pub mod stop;
 pub mod view;

@@ -268,4 +268,28 @@ mod tests {
         assert_eq!(f.push("x"), ("Ex".to_string(), false));
         assert_eq!(f.finish(), "");
     }
+
+    fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut f = StopFilter::new(&stops);
+        let mut out = String::new();
+        for p in pieces {
+            let (t, hit) = f.push(p);
+            out.push_str(&t);
+            if hit {
+                return (out, true);
+            }
+        }
+        out.push_str(&f.finish());
+        (out, false)
+    }
+
+    #[test]
+    fn stop_filter_edge_cases() {
+        assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));
+        assert_eq!(run(&["", "END"], &["x", "EN", "Dy"]), ("x".into(), true));
+        assert_eq!(run(&["b", "a"], &["xab"]), ("x".into(), true));
+        assert_eq!(run(&["é!"], &["café", "é", "!"]), ("café".into(), true));
+        assert_eq!(run(&["é!"], &["café", "é"]), ("caféé".into(), false));
+    }
 }

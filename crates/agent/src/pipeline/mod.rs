@@ -9,13 +9,12 @@ pub mod session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::SamplingParams;
+use engine::{SamplingParams, StopFilter};
 use proto::v1::ForwardHeader;
 use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, RequestStatus};
 use crate::state::AgentState;
-use crate::stop::{StopMatcher, StopOutcome};
 use remote::RemoteHop;
 use session::{step_blocking, StageSession, StepIn, StepOut};
 
@@ -188,7 +187,7 @@ async fn run(
 ) -> RequestStatus {
     let model = &state.model;
     let mut decoder = model.tokenizer.stream();
-    let mut stops = StopMatcher::new(&req.params.stop);
+    let mut stops = StopFilter::new(&req.params.stop);
     let prompt_len = req.prompt_tokens.len();
     let mut input = req.prompt_tokens.clone();
     let mut position = 0usize;
@@ -240,10 +239,7 @@ async fn run(
             break "stop";
         }
         let piece = decoder.push(token).ok().flatten().unwrap_or_default();
-        let (text, stopped) = match stops.push(&piece) {
-            StopOutcome::Continue(t) => (t, false),
-            StopOutcome::Stop(t) => (t, true),
-        };
+        let (text, stopped) = stops.push(&piece);
         if tx.send(GenEvent::Token { id: token, text }).await.is_err() {
             tracing::info!(request = %req.request_id, "client went away; stopping");
             return RequestStatus::Cancelled;
