@@ -38,6 +38,7 @@
 //! [`Membership::subscribe`] across an `.await`: it blocks the publisher.
 
 pub mod advert;
+pub mod auth;
 pub mod error;
 pub mod hash;
 pub mod membership;
@@ -46,6 +47,7 @@ pub mod seeds;
 mod view;
 
 pub use advert::{GpuAdvert, Member, MemberState, NodeAdvert, ADVERT_KEY};
+pub use auth::GossipAuth;
 pub use error::ClusterError;
 pub use membership::{generation_now, Membership, MembershipConfig};
 pub use placement::{plan, Assignment, Capacity, ModelFootprint, PlacementError, Plan};

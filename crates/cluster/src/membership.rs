@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::advert::{Member, NodeAdvert, ADVERT_KEY};
+use crate::auth::{AuthUdpTransport, GossipAuth};
 use crate::error::ClusterError;
 use crate::seeds;
 use crate::view::{self, HeartbeatTracker};
@@ -38,6 +39,8 @@ pub struct MembershipConfig {
     pub gossip_interval: Duration,
     /// Silence after which a peer is declared dead (default 3 s; adaptive, phi accrual).
     pub dead_after: Duration,
+    /// Shared-secret authentication of every datagram (`None`: open gossip).
+    pub auth: Option<GossipAuth>,
 }
 
 impl MembershipConfig {
@@ -53,6 +56,7 @@ impl MembershipConfig {
             cluster_id: "distributed-llm".into(),
             gossip_interval: Duration::from_millis(200),
             dead_after: Duration::from_secs(3),
+            auth: None,
         }
     }
 
@@ -127,13 +131,15 @@ impl Membership {
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V0,
         };
-        let handle = spawn_chitchat(
-            config,
-            vec![(ADVERT_KEY.into(), advert_json)],
-            &UdpTransport,
-        )
-        .await
-        .map_err(|e| ClusterError::Bind {
+        let kv = vec![(ADVERT_KEY.into(), advert_json)];
+        let spawned = match &cfg.auth {
+            Some(auth) => {
+                let t = AuthUdpTransport { auth: auth.clone() };
+                spawn_chitchat(config, kv, &t).await
+            }
+            None => spawn_chitchat(config, kv, &UdpTransport).await,
+        };
+        let handle = spawned.map_err(|e| ClusterError::Bind {
             addr: cfg.listen,
             reason: format!("{:#}", e),
         })?;
@@ -180,6 +186,11 @@ impl Membership {
     /// The configuration in force (ports resolved).
     pub fn config(&self) -> &MembershipConfig {
         &self.cfg
+    }
+
+    /// Gossip datagrams dropped because they failed authentication (0 without a secret).
+    pub fn rejected_datagrams(&self) -> u64 {
+        self.cfg.auth.as_ref().map_or(0, GossipAuth::rejected)
     }
 
     /// Publishes a new advert for this node (no-op when unchanged).
