@@ -23,7 +23,14 @@ pub fn status_of(e: &GenError) -> Status {
         GenError::BadRequest(m) => Status::invalid_argument(m.clone()),
         GenError::Unavailable(m) => Status::unavailable(m.clone()),
         GenError::Internal(m) => Status::internal(m.clone()),
-        GenError::Busy(m) => Status::resource_exhausted(m.clone()),
+        GenError::Busy(m) => {
+            let mut s = Status::resource_exhausted(m.clone());
+            s.metadata_mut().insert(
+                "retry-after",
+                tonic::metadata::MetadataValue::from_static(crate::http::RETRY_AFTER_SECS),
+            );
+            s
+        }
     }
 }
 

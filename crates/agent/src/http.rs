@@ -24,6 +24,9 @@ use crate::state::AgentState;
 
 type AppState = Arc<AgentState>;
 
+/// Seconds a client told 429 should wait before retrying.
+pub const RETRY_AFTER_SECS: &str = "1";
+
 /// An error answered in OpenAI's format.
 pub struct ApiError {
     pub status: StatusCode,
@@ -69,7 +72,14 @@ impl IntoResponse for ApiError {
                 code: self.status.as_u16(),
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        resp
     }
 }
 

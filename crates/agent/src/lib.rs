@@ -1,6 +1,7 @@
 //! The distributed-llm agent: gossip membership, layer placement, pipeline-parallel
 //! generation over gRPC, an OpenAI-compatible HTTP API and Prometheus metrics.
 
+pub mod admission;
 pub mod bench;
 pub mod config;
 pub mod convert;

@@ -126,6 +126,9 @@ pub struct Metrics {
     pub prompt_tokens: Counter,
     pub tokens_per_second: FGauge,
     pub stage_forward: Histogram,
+    pub pipeline_sessions: Gauge,
+    pub pipeline_recoveries: Counter,
+    pub queued_requests: Gauge,
     pub members: Family<StateLabel, Gauge>,
     pub plan_version: Gauge,
     pub layers_held: Gauge,
@@ -169,6 +172,9 @@ impl Metrics {
             prompt_tokens: Counter::default(),
             tokens_per_second: FGauge::default(),
             stage_forward: latency_histogram(),
+            pipeline_sessions: Gauge::default(),
+            pipeline_recoveries: Counter::default(),
+            queued_requests: Gauge::default(),
             members: Family::default(),
             plan_version: Gauge::default(),
             layers_held: Gauge::default(),
@@ -289,6 +295,21 @@ impl Metrics {
             "stage_forward_seconds",
             "Compute time of this agent's layers per step",
             m.stage_forward
+        );
+        reg!(
+            "pipeline_sessions",
+            "Open pipeline sessions (KV caches) on this agent",
+            m.pipeline_sessions
+        );
+        reg!(
+            "pipeline_recoveries",
+            "Requests re-routed after a stage failed mid-generation",
+            m.pipeline_recoveries
+        );
+        reg!(
+            "inference_queued_requests",
+            "Generation requests waiting for a slot",
+            m.queued_requests
         );
         reg!("cluster_members", "Members by gossip state", m.members);
         reg!(

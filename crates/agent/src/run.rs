@@ -90,6 +90,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     metrics.model_layers.set(model.info.n_layers as i64);
     let mut state = AgentState::new(node_id.clone(), addrs.clone(), generation, model, metrics);
     state.max_requests = args.max_requests as usize;
+    state.admission =
+        crate::admission::Admission::new(args.max_requests as usize, args.max_queue as usize);
     let state = Arc::new(state);
     let advert = initial_advert(&state, args.memory_limit);
     let membership = Arc::new(

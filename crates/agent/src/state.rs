@@ -86,6 +86,8 @@ pub struct AgentState {
     pub last_ttft_ms: Mutex<f64>,
     /// Generation requests this agent coordinates at once (more get 429).
     pub max_requests: usize,
+    /// Bounded admission (running + waiting requests).
+    pub admission: crate::admission::Admission,
 }
 
 impl AgentState {
@@ -112,6 +114,7 @@ impl AgentState {
             channels: Mutex::new(HashMap::new()),
             last_ttft_ms: Mutex::new(0.0),
             max_requests: 32,
+            admission: crate::admission::Admission::new(32, 32),
         }
     }
 

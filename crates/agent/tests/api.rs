@@ -346,7 +346,13 @@ async fn model_that_does_not_fit_gives_503_with_the_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_beyond_the_limit_get_429() {
     let Some(model) = model() else { return };
-    let a = Agent::start_with("busy", Ports::new(), &[], &model, &["--max-requests", "1"]);
+    let a = Agent::start_with(
+        "busy",
+        Ports::new(),
+        &[],
+        &model,
+        &["--max-requests", "1", "--max-queue", "0"],
+    );
     ready(&a).await;
     // Hold one long streaming request open (read its first bytes only).
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", a.ports.api))
@@ -366,6 +372,7 @@ async fn requests_beyond_the_limit_get_429() {
         .unwrap();
     assert_eq!(r.status, 429, "{}", r.text());
     assert!(r.text().contains("limit 1"));
+    assert_eq!(r.header("retry-after"), Some("1"));
     drop(s);
     // Once the first one is cancelled, requests are served again.
     wait_for(

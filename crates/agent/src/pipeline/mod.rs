@@ -100,6 +100,9 @@ impl Hop {
     }
 }
 
+/// Longest wait for a plan that covers the model again after a stage failed.
+pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Validate against the model, plan a route and start generating in a task.
 /// Errors here are reported before any token (for a proper HTTP/gRPC status).
 pub fn start(
@@ -120,13 +123,52 @@ pub fn start(
             info.context_length
         )));
     }
-    let active = state.metrics.active_requests.get().max(0) as usize;
-    if active >= state.max_requests {
-        return Err(GenError::Busy(format!(
-            "{active} requests in flight at {} (limit {}); retry later",
-            state.node_id, state.max_requests
-        )));
-    }
+    // Fail fast (503) when the model is not available now.
+    let _ = state.route().map_err(GenError::Unavailable)?;
+    let ticket = state
+        .admission
+        .try_admit()
+        .map_err(|m| GenError::Busy(format!("{}: {m}", state.node_id)))?;
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        state.metrics.queued_requests.inc();
+        let slot = tokio::select! {
+            s = ticket.slot() => s,
+            _ = tx.closed() => None,
+        };
+        state.metrics.queued_requests.dec();
+        let Some(_slot) = slot else {
+            state.metrics.finish_request(RequestStatus::Cancelled);
+            return;
+        };
+        state.metrics.active_requests.inc();
+        let t0 = Instant::now();
+        let id = req.request_id.clone();
+        let status = match build_hops(&state, &req) {
+            Ok(hops) => run(&state, req, hops, &tx, t0).await,
+            Err(e) => {
+                let _ = tx.send(GenEvent::Failed(e)).await;
+                RequestStatus::Error
+            }
+        };
+        tracing::info!(
+            request = %id, ?status,
+            ms = t0.elapsed().as_millis() as u64,
+            "request finished"
+        );
+        state.metrics.active_requests.dec();
+        state.metrics.finish_request(status);
+        state
+            .metrics
+            .request_duration
+            .observe(t0.elapsed().as_secs_f64());
+        drop(ticket);
+    });
+    Ok(rx)
+}
+
+/// The hops of the current plan, with fresh sessions (empty KV caches).
+fn build_hops(state: &AgentState, req: &GenRequest) -> Result<Vec<Hop>, GenError> {
     let (plan_version, route) = state.route().map_err(GenError::Unavailable)?;
     let mut hops = Vec::with_capacity(route.len());
     for h in &route {
@@ -135,7 +177,9 @@ pub fn start(
                 .stage()
                 .filter(|s| s.range() == h.range)
                 .ok_or_else(|| GenError::Unavailable("local layers are being reloaded".into()))?;
-            hops.push(Hop::Local(Some(StageSession::new(stage, &req.params))));
+            let session = StageSession::new(stage, &req.params)
+                .tracked(state.metrics.pipeline_sessions.clone());
+            hops.push(Hop::Local(Some(session)));
         } else {
             let header = ForwardHeader {
                 request_id: req.request_id.clone(),
@@ -156,26 +200,85 @@ pub fn start(
             )));
         }
     }
-    let (tx, rx) = mpsc::channel(64);
-    state.metrics.active_requests.inc();
-    tokio::spawn(async move {
-        let t0 = Instant::now();
-        let id = req.request_id.clone();
-        let stages = hops.len();
-        let status = run(&state, req, hops, &tx, t0).await;
-        tracing::info!(
-            request = %id, ?status, stages,
-            ms = t0.elapsed().as_millis() as u64,
-            "request finished"
-        );
-        state.metrics.active_requests.dec();
-        state.metrics.finish_request(status);
-        state
-            .metrics
-            .request_duration
-            .observe(t0.elapsed().as_secs_f64());
-    });
-    Ok(rx)
+    Ok(hops)
+}
+
+/// Run one step through every hop; the last stage's token.
+async fn step_all(hops: &mut [Hop], input: StepIn, metrics: &Metrics) -> Result<u32, GenError> {
+    let mut step = input;
+    for hop in hops.iter_mut() {
+        match hop.step(step.clone(), metrics).await? {
+            StepOut::Hidden(h) => step.hidden = Some(h),
+            StepOut::Token(t) => return Ok(t),
+        }
+    }
+    Err(GenError::Internal(
+        "the last stage returned no token".into(),
+    ))
+}
+
+/// A remote hop whose owner gossip now reports dead.
+fn dead_peer(state: &AgentState, hops: &[Hop]) -> Option<String> {
+    let view = state.view.read().unwrap_or_else(|p| p.into_inner());
+    hops.iter().find_map(|h| match h {
+        Hop::Remote(r) => view
+            .member(&r.peer)
+            .filter(|m| m.state == crate::view::Liveness::Dead)
+            .map(|_| r.peer.clone()),
+        Hop::Local(_) => None,
+    })
+}
+
+/// After a stage failed: wait (bounded) for a plan whose stages all answer, open
+/// fresh sessions on them and rebuild their KV caches by replaying `tokens` (the
+/// prompt and everything generated so far) in one batched step. Returns the new
+/// hops and the token that step samples.
+async fn recover(
+    state: &AgentState,
+    req: &GenRequest,
+    tokens: &[u32],
+    tx: &mpsc::Sender<GenEvent>,
+    cause: &GenError,
+) -> Result<(Vec<Hop>, u32), GenError> {
+    let t0 = Instant::now();
+    let mut last;
+    let mut tries = 0u32;
+    loop {
+        if tx.is_closed() {
+            return Err(GenError::Internal("client went away".into()));
+        }
+        tries += 1;
+        match build_hops(state, req) {
+            Ok(mut hops) => {
+                let replay = StepIn {
+                    position: 0,
+                    tokens: tokens.to_vec(),
+                    hidden: None,
+                };
+                match step_all(&mut hops, replay, &state.metrics).await {
+                    Ok(t) => {
+                        state.metrics.pipeline_recoveries.inc();
+                        tracing::info!(
+                            request = %req.request_id, replayed = tokens.len(), tries,
+                            ms = t0.elapsed().as_millis() as u64,
+                            "pipeline recovered: {cause}"
+                        );
+                        return Ok((hops, t));
+                    }
+                    Err(e @ GenError::BadRequest(_)) => return Err(e),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if t0.elapsed() >= RECOVERY_TIMEOUT {
+            return Err(GenError::Unavailable(format!(
+                "a stage failed mid-generation and the cluster did not recover within {} s: {last}",
+                RECOVERY_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn run(
@@ -190,6 +293,8 @@ async fn run(
     let mut stops = StopFilter::new(&req.params.stop);
     let prompt_len = req.prompt_tokens.len();
     let mut input = req.prompt_tokens.clone();
+    // Tokens already in every stage's KV cache (replayed after a failure).
+    let mut history: Vec<u32> = Vec::with_capacity(prompt_len + req.params.max_tokens);
     let mut position = 0usize;
     let mut generated = 0u32;
     let mut ttft = Duration::ZERO;
@@ -197,34 +302,41 @@ async fn run(
     let mut stop_matched = false;
     state.metrics.prompt_tokens.inc_by(prompt_len as u64);
     let finish_reason = loop {
-        let mut step = StepIn {
+        let step = StepIn {
             position,
             tokens: input.clone(),
             hidden: None,
         };
-        let mut token = None;
-        for hop in hops.iter_mut() {
-            let out = match hop.step(step.clone(), &state.metrics).await {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(request = %req.request_id, "generation failed: {e}");
-                    let _ = tx.send(GenEvent::Failed(e)).await;
-                    return RequestStatus::Error;
-                }
-            };
-            match out {
-                StepOut::Hidden(h) => step.hidden = Some(h),
-                StepOut::Token(t) => token = Some(t),
-            }
-        }
-        let Some(token) = token else {
-            let _ = tx
-                .send(GenEvent::Failed(GenError::Internal(
-                    "the last stage returned no token".into(),
-                )))
-                .await;
-            return RequestStatus::Error;
+        let failure = match dead_peer(state, &hops) {
+            Some(p) => Err(GenError::Unavailable(format!("stage owner {p} is dead"))),
+            None => step_all(&mut hops, step, &state.metrics).await,
         };
+        let token = match failure {
+            Ok(t) => t,
+            Err(e @ GenError::Unavailable(_)) => {
+                tracing::warn!(request = %req.request_id, "stage failed, re-planning: {e}");
+                let mut all = history.clone();
+                all.extend_from_slice(&input);
+                drop(std::mem::take(&mut hops));
+                match recover(state, &req, &all, tx, &e).await {
+                    Ok((h, t)) => {
+                        hops = h;
+                        t
+                    }
+                    Err(e) => {
+                        tracing::warn!(request = %req.request_id, "generation failed: {e}");
+                        let _ = tx.send(GenEvent::Failed(e)).await;
+                        return RequestStatus::Error;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(request = %req.request_id, "generation failed: {e}");
+                let _ = tx.send(GenEvent::Failed(e)).await;
+                return RequestStatus::Error;
+            }
+        };
+        history.extend_from_slice(&input);
         position += input.len();
         generated += 1;
         state.metrics.tokens_generated.inc();

@@ -63,7 +63,8 @@ impl PipelineService for PipelineSvc {
             )));
         }
         let params = crate::convert::sampling_from_proto(header.sampling.as_ref(), 1);
-        let session = StageSession::new(stage, &params);
+        let session =
+            StageSession::new(stage, &params).tracked(self.state.metrics.pipeline_sessions.clone());
         let (tx, rx) = mpsc::channel(4);
         let state = self.state.clone();
         let peer = if header.origin_node.is_empty() {

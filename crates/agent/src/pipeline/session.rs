@@ -30,6 +30,16 @@ pub struct StageSession {
     cache: KvCache,
     sampler: Option<Sampler>,
     history: Vec<u32>,
+    /// Open-sessions gauge, decremented on drop.
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+}
+
+impl Drop for StageSession {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.dec();
+        }
+    }
 }
 
 impl StageSession {
@@ -42,7 +52,15 @@ impl StageSession {
             cache,
             sampler,
             history: Vec::new(),
+            gauge: None,
         }
+    }
+
+    /// Count this session in `gauge` while it lives (its KV cache is held).
+    pub fn tracked(mut self, gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        self.gauge = Some(gauge);
+        self
     }
 
     /// The stage's layer range.
