@@ -1,0 +1,282 @@
+//! Failure recovery: a stage's agent dies while a request streams; the entry agent
+//! re-plans, replays the prompt and the generated tokens on the new stages and the
+//! client sees one uninterrupted stream.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use proto::v1 as pb;
+use serde_json::Value;
+
+const PROMPT: &str = "Write a long story about a brave knight and a dragon.";
+const MAX: usize = 64;
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// The plan as `(node, start, end)` once `a` sees `n` alive members and a complete,
+/// healthy plan over exactly those `n`.
+async fn settled(a: &Agent, n: usize) -> Option<Vec<(String, usize, usize)>> {
+    if get(&a.url("/health")).await.ok()?.status != 200 {
+        return None;
+    }
+    let v = get_json(&a.url("/v1/cluster")).await?;
+    let alive = v["members"]
+        .as_array()?
+        .iter()
+        .filter(|m| m["state"] == "alive")
+        .count();
+    if alive != n || v["plan"]["complete"] != Value::Bool(true) {
+        return None;
+    }
+    let slices: Vec<(String, usize, usize)> = v["plan"]["assignments"]
+        .as_array()?
+        .iter()
+        .map(|s| {
+            (
+                s["node_id"].as_str().unwrap_or_default().to_string(),
+                s["start"].as_u64().unwrap_or(0) as usize,
+                s["end"].as_u64().unwrap_or(0) as usize,
+            )
+        })
+        .collect();
+    (slices.len() == n).then_some(slices)
+}
+
+/// Wait until all agents agree on one plan over all of them.
+async fn converge(agents: &[&Agent]) -> Vec<(String, usize, usize)> {
+    wait_for("the agents to agree on a plan", LIMIT, || async {
+        let mut plans = Vec::new();
+        for a in agents {
+            plans.push(settled(a, agents.len()).await?);
+        }
+        plans
+            .windows(2)
+            .all(|w| w[0] == w[1])
+            .then(|| plans[0].clone())
+    })
+    .await
+}
+
+/// Result of one streamed gRPC generation.
+#[derive(Debug)]
+struct Streamed {
+    tokens: Vec<u32>,
+    finish: Option<String>,
+    prompt_tokens: u32,
+    error: Option<tonic::Status>,
+}
+
+/// Stream a greedy chat generation through `port`; after `kill_at` tokens call
+/// `on_kill` once. Bounded by a 180 s overall timeout.
+async fn stream(port: u16, kill_at: usize, mut on_kill: impl FnMut()) -> Streamed {
+    let fut = async {
+        let mut client = proto::InferenceServiceClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        let req = pb::GenerateRequest {
+            messages: vec![pb::ChatMessage {
+                role: "user".into(),
+                content: PROMPT.into(),
+            }],
+            sampling: Some(pb::SamplingParams {
+                temperature: Some(0.0),
+                max_tokens: Some(MAX as u32),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut out = Streamed {
+            tokens: vec![],
+            finish: None,
+            prompt_tokens: 0,
+            error: None,
+        };
+        let mut s = match client.generate(req).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        };
+        let mut killed = false;
+        loop {
+            match s.message().await {
+                Ok(Some(pb::GenerateResponse {
+                    event: Some(pb::generate_response::Event::Token(t)),
+                })) => {
+                    if t.token_id != 0 {
+                        out.tokens.push(t.token_id);
+                    }
+                }
+                Ok(Some(pb::GenerateResponse {
+                    event: Some(pb::generate_response::Event::Done(d)),
+                })) => {
+                    out.finish = Some(d.finish_reason);
+                    out.prompt_tokens = d.usage.map(|u| u.prompt_tokens).unwrap_or(0);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    out.error = Some(e);
+                    break;
+                }
+            }
+            if !killed && out.tokens.len() >= kill_at {
+                killed = true;
+                on_kill();
+            }
+        }
+        out
+    };
+    tokio::time::timeout(Duration::from_secs(180), fut)
+        .await
+        .expect("the stream must end within 180 s")
+}
+
+/// Open pipeline sessions reported by an agent's metrics.
+async fn sessions(a: &Agent) -> Option<i64> {
+    let m = get(&a.metrics_url()).await.ok()?.text();
+    m.lines()
+        .find(|l| l.starts_with("distributed_llm_pipeline_sessions{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Greedy continuation of `tokens` with the engine split as `split` (f16 at the
+/// boundaries, the whole input in one batched step, like the cluster's replay).
+fn continuation(
+    model: &std::path::Path,
+    split: &[(String, usize, usize)],
+    tokens: &[u32],
+    n: usize,
+) -> Vec<u32> {
+    let mut gen = engine::Generator::load(model, 1).unwrap();
+    gen.stages = split
+        .iter()
+        .map(|(_, s, e)| engine::Stage::load(model, *s, *e).unwrap())
+        .collect();
+    gen.generate(tokens, &engine::SamplingParams::greedy(n), |_| true)
+        .unwrap()
+        .tokens
+}
+
+/// The text without ANSI colour sequences (`ESC [ ... m`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn middle_stage_dies_mid_stream_and_the_request_completes() {
+    let Some(model) = model() else { return };
+    let (p1, p2, p3) = (Ports::new(), Ports::new(), Ports::new());
+    let mut agents = vec![
+        Agent::start("agent-1", p1, &[], &model),
+        Agent::start("agent-2", p2, &[p1.gossip], &model),
+        Agent::start("agent-3", p3, &[p1.gossip], &model),
+    ];
+    let before = {
+        let refs: Vec<&Agent> = agents.iter().collect();
+        converge(&refs).await
+    };
+    assert_eq!(before.len(), 3, "{before:?}");
+    let idx = |id: &str| agents.iter().position(|a| a.id == id).unwrap();
+    let entry = idx(&before[0].0);
+    let middle = idx(&before[1].0);
+    let entry_port = agents[entry].ports.api;
+
+    // Undisturbed run (retried while adverts of loaded layers still spread: 503).
+    let end = Instant::now() + LIMIT;
+    let calm = loop {
+        let r = stream(entry_port, usize::MAX, || {}).await;
+        let settling = r.tokens.is_empty()
+            && r.error.as_ref().map(|e| e.code()) == Some(tonic::Code::Unavailable);
+        if !settling || Instant::now() > end {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(calm.error.is_none(), "{:?}", calm.error);
+    assert_eq!(calm.tokens.len(), MAX, "{calm:?}");
+
+    // Kill the middle stage's agent after 10 streamed tokens.
+    let t_kill = std::cell::Cell::new(None);
+    let got = {
+        let victim = &mut agents[middle];
+        stream(entry_port, 10, || {
+            victim.kill();
+            t_kill.set(Some(Instant::now()));
+        })
+        .await
+    };
+    let gap = t_kill.get().map(|t| t.elapsed());
+    assert!(got.error.is_none(), "stream failed: {:?}", got.error);
+    assert_eq!(got.tokens.len(), MAX, "{got:?}");
+    assert_eq!(got.finish.as_deref(), Some("length"));
+    assert_eq!(got.tokens[..10], calm.tokens[..10]);
+
+    // Where the entry agent replayed: tokens before came from the old split.
+    let log = strip_ansi(&agents[entry].log_text());
+    let line = log
+        .lines()
+        .find(|l| l.contains("pipeline recovered"))
+        .unwrap_or_else(|| panic!("no recovery logged:\n{log}"));
+    let replayed: usize = line
+        .split("replayed=")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no replay count in {line}"));
+    let k = replayed - got.prompt_tokens as usize;
+    eprintln!("recovery: {line}");
+    eprintln!("killed after 10 tokens; replayed at token {k}; stream ended {gap:?} after the kill");
+    assert!((10..MAX).contains(&k), "k = {k}");
+    assert_eq!(got.tokens[..k], calm.tokens[..k]);
+
+    // The rest equals the engine continuing from the replay on the new split.
+    let survivors: Vec<&Agent> = agents.iter().filter(|a| a.id != before[1].0).collect();
+    let after = converge(&survivors).await;
+    let prompt = engine::Generator::load(&model, 1)
+        .unwrap()
+        .chat_tokens(&[engine::ChatMessage::new("user", PROMPT)])
+        .unwrap();
+    assert_eq!(prompt.len(), got.prompt_tokens as usize);
+    let mut replay = prompt.clone();
+    replay.extend_from_slice(&got.tokens[..k]);
+    let rest = continuation(&model, &after, &replay, MAX - k);
+    assert_eq!(got.tokens[k..], rest[..], "continuation after the replay");
+    let first_diff = got
+        .tokens
+        .iter()
+        .zip(&calm.tokens)
+        .position(|(a, b)| a != b);
+    eprintln!("first token differing from the undisturbed run: {first_diff:?}");
+
+    // Every KV cache is freed afterwards.
+    for a in &survivors {
+        wait_for("pipeline sessions back to 0", LIMIT, || async {
+            (sessions(a).await? == 0).then_some(())
+        })
+        .await;
+    }
+    let m = get(&agents[entry].metrics_url()).await.unwrap().text();
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("distributed_llm_pipeline_recoveries_total{") && l.ends_with(" 1")
+        ),
+        "{m}"
+    );
+}
