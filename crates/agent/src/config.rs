@@ -86,6 +86,9 @@ pub struct ServeArgs {
     /// Generation requests this agent coordinates at once; more get 429.
     #[arg(long, env = "MAX_REQUESTS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_requests: u32,
+    /// Cluster secret, API key and TLS (all off by default).
+    #[command(flatten)]
+    pub security: crate::security::SecurityArgs,
     /// Generation requests that may wait for a slot beyond `--max-requests`; more get 429.
     #[arg(long, env = "MAX_QUEUE", default_value_t = 32)]
     pub max_queue: u32,

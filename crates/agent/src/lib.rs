@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod placement;
 pub mod resources;
 pub mod run;
+pub mod security;
 pub mod server;
 pub mod state;
 pub mod view;

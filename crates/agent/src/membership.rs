@@ -60,6 +60,8 @@ pub struct GossipConfig {
     /// `host:port` peers gossip to (resolved once at start).
     pub advertise: String,
     pub seeds: Vec<String>,
+    /// Authenticate gossip with this shared secret (`None`: open).
+    pub auth: Option<cluster::GossipAuth>,
 }
 
 /// Gossip membership handle.
@@ -74,6 +76,7 @@ impl Membership {
         let mut c = cluster::MembershipConfig::new(cfg.node_id, cfg.listen);
         c.generation = cfg.generation;
         c.advertise = advertise;
+        c.auth = cfg.auth;
         c.seeds = cfg
             .seeds
             .into_iter()

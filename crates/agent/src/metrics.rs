@@ -130,6 +130,8 @@ pub struct Metrics {
     pub pipeline_recoveries: Counter,
     pub queued_requests: Gauge,
     pub members: Family<StateLabel, Gauge>,
+    /// Gossip datagrams dropped for a missing or wrong cluster-secret tag.
+    pub gossip_rejected: Counter,
     pub plan_version: Gauge,
     pub layers_held: Gauge,
     pub layer_start: Gauge,
@@ -176,6 +178,7 @@ impl Metrics {
             pipeline_recoveries: Counter::default(),
             queued_requests: Gauge::default(),
             members: Family::default(),
+            gossip_rejected: Counter::default(),
             plan_version: Gauge::default(),
             layers_held: Gauge::default(),
             layer_start: Gauge::default(),
@@ -312,6 +315,11 @@ impl Metrics {
             m.queued_requests
         );
         reg!("cluster_members", "Members by gossip state", m.members);
+        reg!(
+            "gossip_rejected",
+            "Gossip datagrams dropped: missing or wrong cluster-secret tag",
+            m.gossip_rejected
+        );
         reg!(
             "cluster_plan_version",
             "Placement plan version in force",

@@ -73,6 +73,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "metrics (--metrics-port)",
     )
     .await?;
+    crate::security::install(args.security.policy());
     let path = model_path(args.model.clone()).await?;
     let model = tokio::task::spawn_blocking(move || ModelHandle::open(path.clone()))
         .await?
@@ -102,6 +103,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 listen: SocketAddr::new(bind_ip, args.gossip_port),
                 advertise: addrs.gossip.clone(),
                 seeds: args.seed_nodes.clone(),
+                auth: args.security.secret().map(|s| {
+                    let c = state.metrics.gossip_rejected.clone();
+                    cluster::GossipAuth::new(s).on_reject(move || {
+                        c.inc();
+                    })
+                }),
             },
             &advert,
         )

@@ -51,7 +51,8 @@ pub fn router(state: Arc<AgentState>) -> Result<(Router, HealthReporter)> {
         .into_axum_router();
     Ok((
         grpc.merge(api_router(state))
-            .fallback(crate::http::not_found),
+            .fallback(crate::http::not_found)
+            .layer(axum::middleware::from_fn(crate::security::guard)),
         reporter,
     ))
 }

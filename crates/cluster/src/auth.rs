@@ -38,6 +38,7 @@ const CODEC_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct GossipAuth {
     key: Arc<Vec<u8>>,
     rejected: Arc<AtomicU64>,
+    on_reject: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for GossipAuth {
@@ -52,7 +53,14 @@ impl GossipAuth {
         Self {
             key: Arc::new(derive(secret.as_bytes(), b"distributed-llm gossip v1")),
             rejected: Arc::new(AtomicU64::new(0)),
+            on_reject: None,
         }
+    }
+
+    /// Also call `f` on every rejected datagram (e.g. to bump a metric).
+    pub fn on_reject(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_reject = Some(Arc::new(f));
+        self
     }
 
     /// Datagrams dropped so far because their tag was missing or wrong.
@@ -80,6 +88,9 @@ impl GossipAuth {
             Some(&datagram[..datagram.len() - TAG_LEN])
         } else {
             self.rejected.fetch_add(1, Ordering::Relaxed);
+            if let Some(f) = &self.on_reject {
+                f();
+            }
             None
         }
     }
@@ -279,5 +290,12 @@ mod tests {
         assert!(a.open(&[]).is_none());
         assert_eq!(a.rejected(), 3);
         assert_eq!(b.rejected(), 1);
+        let seen = Arc::new(AtomicU64::new(0));
+        let s2 = seen.clone();
+        let c = GossipAuth::new("x").on_reject(move || {
+            s2.fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(c.open(b"garbage-garbage-garbage-garbage-garbage").is_none());
+        assert_eq!(seen.load(Ordering::Relaxed), 1);
     }
 }

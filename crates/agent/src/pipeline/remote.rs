@@ -94,7 +94,9 @@ impl RemoteHop {
                 .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(256 << 20);
             let resp = client
-                .forward(ReceiverStream::new(rx))
+                .forward(crate::security::with_cluster_token(tonic::Request::new(
+                    ReceiverStream::new(rx),
+                )))
                 .await
                 .map_err(|s| self.status_error(s))?;
             self.open = Some(Open {
