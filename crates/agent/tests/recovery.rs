@@ -280,3 +280,37 @@ async fn middle_stage_dies_mid_stream_and_the_request_completes() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_the_only_holder_mid_stream_names_the_missing_layers() {
+    let Some(model) = model() else { return };
+    let (p1, p2) = (Ports::new(), Ports::new());
+    // The entry agent offers no memory: it only coordinates.
+    let entry = Agent::start_with("coord", p1, &[], &model, &["--memory-limit", "1000"]);
+    let mut holder = Agent::start("holder", p2, &[p1.gossip], &model);
+    wait_for("a plan with every layer on the holder", LIMIT, || async {
+        let v = get_json(&entry.url("/v1/cluster")).await?;
+        let a = v["plan"]["assignments"].as_array()?.clone();
+        (a.len() == 1 && a[0]["node_id"] == "holder" && entry_ready(&entry).await).then_some(())
+    })
+    .await;
+    let end = Instant::now() + LIMIT;
+    let got = loop {
+        let r = stream(p1.api, 10, || holder.kill()).await;
+        if !r.tokens.is_empty() || Instant::now() > end {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(got.tokens.len() >= 10, "{got:?}");
+    assert!(got.finish.is_none(), "{got:?}");
+    let e = got.error.expect("the stream must end with an error");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("layers not served: 0..30"), "{e:?}");
+    eprintln!("error after losing the holder: {}", e.message());
+}
+
+/// The entry agent's health is ok (it sees a ready route).
+async fn entry_ready(a: &Agent) -> bool {
+    get(&a.url("/health")).await.is_ok_and(|r| r.status == 200)
+}

@@ -229,6 +229,38 @@ fn dead_peer(state: &AgentState, hops: &[Hop]) -> Option<String> {
     })
 }
 
+/// Layer ranges no ready stage serves now, e.g. `10..20, 25..30`.
+fn missing_layers(state: &AgentState) -> String {
+    let view = state.view();
+    let n = state.model.info.n_layers;
+    let Some(plan) = view.plan.as_ref() else {
+        return format!("0..{n}");
+    };
+    let mut missing: Vec<std::ops::Range<usize>> = plan.gaps();
+    for s in &plan.slices {
+        let ready = if s.node_id == state.node_id {
+            state.local_range().as_ref() == Some(&s.range)
+        } else {
+            view.member(&s.node_id).is_some_and(|m| {
+                m.state != crate::view::Liveness::Dead && m.layers.as_ref() == Some(&s.range)
+            })
+        };
+        if !ready {
+            missing.push(s.range.clone());
+        }
+    }
+    missing.sort_by_key(|r| r.start);
+    let names: Vec<String> = missing
+        .iter()
+        .map(|r| format!("{}..{}", r.start, r.end))
+        .collect();
+    if names.is_empty() {
+        "none (stages did not answer)".into()
+    } else {
+        names.join(", ")
+    }
+}
+
 /// After a stage failed: wait (bounded) for a plan whose stages all answer, open
 /// fresh sessions on them and rebuild their KV caches by replaying `tokens` (the
 /// prompt and everything generated so far) in one batched step. Returns the new
@@ -273,8 +305,10 @@ async fn recover(
         }
         if t0.elapsed() >= RECOVERY_TIMEOUT {
             return Err(GenError::Unavailable(format!(
-                "a stage failed mid-generation and the cluster did not recover within {} s: {last}",
-                RECOVERY_TIMEOUT.as_secs()
+                "a stage failed mid-generation and no plan covered the model within {} s; \
+                 layers not served: {} ({last})",
+                RECOVERY_TIMEOUT.as_secs(),
+                missing_layers(state)
             )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -15,8 +15,9 @@ use super::session::{StepIn, StepOut};
 use super::GenError;
 use crate::metrics::Metrics;
 
-/// Longest wait for one stage's answer (a frozen peer must not hang the request).
-const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for one stage's answer: a frozen peer fails the hop, and the
+/// coordinator re-plans (see `recover`) instead of hanging the request.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Sending half and answers of an open Forward stream.
 struct Open {

@@ -16,6 +16,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::session::{step_blocking, StageSession, StepIn, StepOut};
 use crate::state::AgentState;
 
+/// A served stream with no step for this long is closed (its KV cache freed): the
+/// coordinator froze or lost its connection without a reset.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The PipelineService of one agent.
 pub struct PipelineSvc {
     pub state: Arc<AgentState>,
@@ -86,10 +90,15 @@ async fn serve_stream(
     tx: mpsc::Sender<Result<ForwardResponse, Status>>,
 ) {
     loop {
-        let msg = match inbound.message().await {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(s) => {
+        let next = tokio::time::timeout(IDLE_TIMEOUT, inbound.message()).await;
+        let msg = match next {
+            Err(_) => {
+                tracing::info!("pipeline stream from {peer} idle too long; freeing its KV cache");
+                break;
+            }
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => break,
+            Ok(Err(s)) => {
                 tracing::debug!("pipeline stream from {peer} ended: {s}");
                 break;
             }
