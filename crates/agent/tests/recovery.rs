@@ -183,7 +183,7 @@ fn strip_ansi(s: &str) -> String {
 async fn middle_stage_dies_mid_stream_and_the_request_completes() {
     let Some(model) = model() else { return };
     let (p1, p2, p3) = (Ports::new(), Ports::new(), Ports::new());
-    let mut agents = vec![
+    let mut agents = [
         Agent::start("agent-1", p1, &[], &model),
         Agent::start("agent-2", p2, &[p1.gossip], &model),
         Agent::start("agent-3", p3, &[p1.gossip], &model),
