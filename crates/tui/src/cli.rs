@@ -85,6 +85,9 @@ pub struct Cli {
     /// Refresh period in milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub refresh_ms: u64,
+    /// API key of the agents (sent as `authorization: Bearer KEY` metadata).
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 fn parse_level(s: &str) -> Result<String, String> {

@@ -41,6 +41,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = tui::client::set_api_key(cli.api_key.as_deref()) {
+        eprintln!("tui: {e}");
+        return ExitCode::FAILURE;
+    }
     let cfg = PollerConfig {
         refresh: Duration::from_millis(cli.refresh_ms),
         ..PollerConfig::default()

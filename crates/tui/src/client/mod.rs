@@ -3,12 +3,15 @@
 
 mod poller;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::StreamExt;
 use proto::v1 as pb;
 use proto::{InferenceServiceClient, NodeServiceClient};
 use tokio::sync::mpsc;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 pub use poller::{Poller, PollerConfig};
@@ -49,6 +52,39 @@ pub enum ChatEvent {
     Error(String),
 }
 
+static API_KEY: OnceLock<Option<AsciiMetadataValue>> = OnceLock::new();
+
+/// Use `key` (blank: none) as the agents' API key on every call; set once at start.
+pub fn set_api_key(key: Option<&str>) -> anyhow::Result<()> {
+    let value = match key.map(str::trim).filter(|k| !k.is_empty()) {
+        Some(k) => Some(
+            format!("Bearer {k}")
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--api-key must be printable ASCII"))?,
+        ),
+        None => None,
+    };
+    let _ = API_KEY.set(value);
+    Ok(())
+}
+
+/// Adds `authorization: Bearer KEY` when an API key is set.
+pub fn auth(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    if let Some(Some(v)) = API_KEY.get() {
+        req.metadata_mut().insert("authorization", v.clone());
+    }
+    Ok(req)
+}
+
+type AuthFn = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+/// A channel whose calls carry the API key.
+pub type AuthChannel = InterceptedService<Channel, AuthFn>;
+
+/// NodeService client with the API key.
+pub fn node_client(ch: Channel) -> NodeServiceClient<AuthChannel> {
+    NodeServiceClient::with_interceptor(ch, auth as AuthFn)
+}
+
 /// Channel endpoint for `host:port` (an `http://` scheme is added when missing).
 pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
     let uri = if addr.contains("://") {
@@ -71,7 +107,7 @@ pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
 pub async fn probe(addr: &str, timeout: Duration) -> anyhow::Result<pb::NodeInfo> {
     let call = async {
         let ch = connect(addr).await?;
-        let info = NodeServiceClient::new(ch)
+        let info = node_client(ch)
             .get_node_info(pb::GetNodeInfoRequest {})
             .await?
             .into_inner();
@@ -91,7 +127,9 @@ pub async fn generate(addr: String, req: pb::GenerateRequest, tx: mpsc::Sender<U
     };
     let stream = async {
         let ch = connect(&addr).await?;
-        let s = InferenceServiceClient::new(ch).generate(req).await?;
+        let s = InferenceServiceClient::with_interceptor(ch, auth as AuthFn)
+            .generate(req)
+            .await?;
         anyhow::Ok(s.into_inner())
     };
     let mut stream = match stream.await {
@@ -147,4 +185,17 @@ pub fn error_text(e: &anyhow::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    #[test]
+    fn api_key_goes_into_the_authorization_metadata() {
+        assert!(set_api_key(Some("bad\nkey")).is_err());
+        set_api_key(Some(" k3y ")).unwrap();
+        let req = auth(tonic::Request::new(())).unwrap();
+        assert_eq!(req.metadata().get("authorization").unwrap(), "Bearer k3y");
+    }
 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use proto::v1 as pb;
-use proto::NodeServiceClient;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -159,7 +158,7 @@ impl Poller {
             let Some(ch) = self.channels.get(addr).cloned() else {
                 continue;
             };
-            let mut c = NodeServiceClient::new(ch);
+            let mut c = super::node_client(ch);
             let members =
                 match tokio::time::timeout(t, c.list_members(pb::ListMembersRequest {})).await {
                     Ok(Ok(r)) => r.into_inner(),
@@ -214,7 +213,7 @@ async fn poll_one(addr: String, ch: Option<Channel>, t: Duration) -> Result<Samp
             Some(c) => c,
             None => connect(&addr).await?,
         };
-        let mut c = NodeServiceClient::new(ch.clone());
+        let mut c = super::node_client(ch.clone());
         let info = c
             .get_node_info(pb::GetNodeInfoRequest {})
             .await?
