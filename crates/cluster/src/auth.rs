@@ -299,3 +299,34 @@ mod tests {
         assert_eq!(seen.load(Ordering::Relaxed), 1);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_datagrams_never_panic_and_are_rejected(d in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let a = GossipAuth::new("k");
+            prop_assert!(a.open(&d).is_none());
+            prop_assert_eq!(a.rejected(), 1);
+        }
+
+        #[test]
+        fn sealed_payloads_round_trip_and_any_bit_flip_fails(
+            p in proptest::collection::vec(any::<u8>(), 0..1024),
+            flip in any::<usize>(),
+        ) {
+            let a = GossipAuth::new("k");
+            let d = a.seal(&p);
+            prop_assert_eq!(a.open(&d), Some(&p[..]));
+            let mut t = d.clone();
+            let i = flip % t.len();
+            t[i] ^= 1 << (flip % 8);
+            prop_assert!(a.open(&t).is_none());
+        }
+    }
+}
