@@ -116,7 +116,7 @@ fn http_case(i: usize, rng: &mut Rng) -> (&'static str, &'static str, Vec<u8>, b
             ))
         }
         18 => json("[1,2,3]".into()),
-        _ => json(format!(r#"{{"messages":[{{"role":"user","content":7}}]}}"#)),
+        _ => json(r#"{"messages":[{"role":"user","content":7}]}"#.into()),
     }
 }
 
