@@ -21,4 +21,5 @@ pub mod run;
 pub mod security;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod view;

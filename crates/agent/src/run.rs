@@ -74,6 +74,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     )
     .await?;
     crate::security::install(args.security.policy());
+    let tls = match (&args.security.tls_cert, &args.security.tls_key) {
+        (Some(c), Some(k)) => Some(crate::tls::server_config(c, k)?),
+        _ => None,
+    };
     let path = model_path(args.model.clone()).await?;
     let model = tokio::task::spawn_blocking(move || ModelHandle::open(path.clone()))
         .await?
@@ -130,7 +134,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         args.metrics_port
     );
     tokio::select! {
-        r = crate::server::serve(api_listener, app) => r,
+        r = async {
+            match tls {
+                Some(cfg) => crate::tls::serve(api_listener, app, cfg).await,
+                None => crate::server::serve(api_listener, app).await,
+            }
+        } => r,
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())
