@@ -239,6 +239,25 @@ async fn queue_waits_then_429_and_disconnects_free_every_stage() {
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(r.text().contains("1 waiting (limit 1)"), "{}", r.text());
+    // The same on gRPC: RESOURCE_EXHAUSTED with a retry-after hint.
+    let mut client = proto::InferenceServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let e = client
+        .generate(proto::v1::GenerateRequest {
+            prompt: "hi".into(),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .expect("a full agent must refuse");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert_eq!(
+        e.metadata()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
     // The running one holds a session on each of the three stages.
     let mut buf = vec![0u8; 4096];
     let _ = running.read(&mut buf).await;
