@@ -189,6 +189,7 @@ async fn a_thousand_malformed_requests_crash_nothing() {
     })
     .await;
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let t0 = std::time::Instant::now();
     let mut counts = [0usize; 3];
 
     // 600 HTTP requests.
@@ -341,6 +342,13 @@ async fn a_thousand_malformed_requests_crash_nothing() {
         }
     }
     assert_eq!(counts.iter().sum::<usize>(), 1000);
+    eprintln!(
+        "malformed: {} HTTP, {} gRPC, {} UDP in {:.2} s",
+        counts[0],
+        counts[1],
+        counts[2],
+        t0.elapsed().as_secs_f64()
+    );
 
     // Still alive and serving.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -128,6 +128,7 @@ async fn wrong_cluster_secret_is_not_admitted() {
         .and_then(|v| v.parse().ok())
         .expect("gossip_rejected metric");
     assert!(rejected > 0.0, "c's datagrams are counted as rejected");
+    eprintln!("gossip datagrams rejected by a while c tried to join: {rejected}");
 
     // c cannot serve as a stage nor push hidden states: pipeline calls need the token.
     let s = forward_as(a.ports.api, None).await;
