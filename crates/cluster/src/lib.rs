@@ -36,6 +36,13 @@
 //! for half of the detector's current timeout, Alive otherwise. Dead members stay listed for
 //! [`MembershipConfig::forget_after`]. Do not hold a `watch::Ref` from
 //! [`Membership::subscribe`] across an `.await`: it blocks the publisher.
+//!
+//! # Authenticated gossip ([`auth`])
+//!
+//! `cfg.auth = Some(GossipAuth::new(secret))` makes every datagram carry an
+//! HMAC-SHA256 tag; datagrams without a valid one are dropped and counted
+//! ([`Membership::rejected_datagrams`], or a hook via [`GossipAuth::on_reject`]), so
+//! nodes without the secret never become members.
 
 pub mod advert;
 pub mod auth;
