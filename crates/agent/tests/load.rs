@@ -249,8 +249,7 @@ async fn queue_waits_then_429_and_disconnects_free_every_stage() {
             ..Default::default()
         })
         .await
-        .err()
-        .expect("a full agent must refuse");
+        .expect_err("a full agent must refuse");
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     assert_eq!(
         e.metadata()

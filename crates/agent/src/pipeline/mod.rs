@@ -357,6 +357,10 @@ async fn run(
                         hops = h;
                         t
                     }
+                    Err(_) if tx.is_closed() => {
+                        tracing::info!(request = %req.request_id, "client went away during recovery");
+                        return RequestStatus::Cancelled;
+                    }
                     Err(e) => {
                         tracing::warn!(request = %req.request_id, "generation failed: {e}");
                         let _ = tx.send(GenEvent::Failed(e)).await;
