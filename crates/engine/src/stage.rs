@@ -35,11 +35,33 @@ struct Layer {
     w_down: Linear,
 }
 
-/// Keys and values of one layer for every position seen, `[pos, kv_dim]`.
+/// Positions per block of the transposed key cache.
+const KBLK: usize = 64;
+
+/// Keys and values of one layer for every position seen. Keys are stored transposed in
+/// blocks of [`KBLK`] positions, `[block][kv_dim][KBLK]`, so that scoring runs over
+/// positions in SIMD lanes while each position still sums its dimensions in order (the
+/// rounding of a plain sequential dot product). Values are `[pos][kv_dim]`.
 #[derive(Default, Clone)]
 struct LayerCache {
-    k: Vec<f32>,
+    kt: Vec<f32>,
     v: Vec<f32>,
+}
+
+impl LayerCache {
+    /// Stores the keys `[n, kv_dim]` of positions `pos0..pos0 + n`.
+    fn push_keys(&mut self, k: &[f32], pos0: usize, kv_dim: usize) {
+        for (t, row) in k.chunks_exact(kv_dim).enumerate() {
+            let (b, j) = ((pos0 + t) / KBLK, (pos0 + t) % KBLK);
+            let base = b * kv_dim * KBLK;
+            if self.kt.len() < base + kv_dim * KBLK {
+                self.kt.resize(base + kv_dim * KBLK, 0.0);
+            }
+            for (i, x) in row.iter().enumerate() {
+                self.kt[base + i * KBLK + j] = *x;
+            }
+        }
+    }
 }
 
 /// Per-request attention cache of one stage.
@@ -61,8 +83,8 @@ impl KvCache {
     pub fn truncate(&mut self, len: usize) {
         if len < self.len {
             for l in &mut self.layers {
-                let kv = l.k.len() / self.len.max(1);
-                l.k.truncate(len * kv);
+                // Keys past `len` are simply overwritten by later positions.
+                let kv = l.v.len() / self.len.max(1);
                 l.v.truncate(len * kv);
             }
             self.len = len;
@@ -296,7 +318,7 @@ impl Stage {
             Rope::apply(&mut q[t * q_dim..(t + 1) * q_dim], hd, sc);
             Rope::apply(&mut k[t * kv_dim..(t + 1) * kv_dim], hd, sc);
         }
-        lc.k.extend_from_slice(&k);
+        lc.push_keys(&k, pos0, kv_dim);
         lc.v.extend_from_slice(&v);
         let mut att = vec![0f32; n * q_dim];
         self.attention(&q, lc, n, pos0, &mut att);
@@ -334,15 +356,20 @@ impl Stage {
             let kvh = h / group;
             let qh = &q[t * nh * hd + h * hd..][..hd];
             let len = pos0 + t + 1;
-            let mut scores: Vec<f32> = (0..len)
-                .map(|p| {
-                    let kp = &lc.k[p * kv_dim + kvh * hd..][..hd];
-                    // A plain sequential sum: the 8-lane `ops::dot` is faster but its
-                    // different rounding flips more near-ties against llama.cpp (61/64
-                    // teacher-forced steps instead of 64/64 on the reference).
-                    qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale
-                })
-                .collect();
+            let mut scores = vec![0f32; len];
+            for (b, chunk) in scores.chunks_mut(KBLK).enumerate() {
+                let base = b * kv_dim * KBLK + kvh * hd * KBLK;
+                let mut acc = [0f32; KBLK];
+                for (d, qd) in qh.iter().enumerate() {
+                    let row = &lc.kt[base + d * KBLK..][..KBLK];
+                    for (a, k) in acc.iter_mut().zip(row) {
+                        *a += qd * k;
+                    }
+                }
+                for (s, a) in chunk.iter_mut().zip(&acc) {
+                    *s = a * scale;
+                }
+            }
             softmax(&mut scores);
             o.fill(0.0);
             for (p, w) in scores.iter().enumerate() {
