@@ -88,6 +88,10 @@ pub struct Cli {
     /// API key of the agents (sent as `authorization: Bearer KEY` metadata).
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Connect with TLS (https) and also trust this PEM CA or self-signed certificate
+    /// (besides the system roots); `https://` addresses use TLS even without it.
+    #[arg(long, env = "TUI_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 fn parse_level(s: &str) -> Result<String, String> {

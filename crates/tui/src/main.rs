@@ -41,7 +41,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = tui::client::set_api_key(cli.api_key.as_deref()) {
+    if let Err(e) = tui::client::set_api_key(cli.api_key.as_deref())
+        .and_then(|_| tui::client::set_tls_ca(cli.tls_ca.as_deref()))
+    {
         eprintln!("tui: {e}");
         return ExitCode::FAILURE;
     }

@@ -12,7 +12,7 @@ use proto::{InferenceServiceClient, NodeServiceClient};
 use tokio::sync::mpsc;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 pub use poller::{Poller, PollerConfig};
 
@@ -68,6 +68,30 @@ pub fn set_api_key(key: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+static TLS: OnceLock<Option<ClientTlsConfig>> = OnceLock::new();
+
+/// Connect with TLS to every agent, trusting the system roots and the PEM at `ca`
+/// (`None`: plaintext unless an address says `https://`); set once at start.
+pub fn set_tls_ca(ca: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let cfg = match ca {
+        Some(p) => {
+            let pem =
+                std::fs::read(p).map_err(|e| anyhow::anyhow!("--tls-ca {}: {e}", p.display()))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                anyhow::bail!("--tls-ca {} holds no PEM certificate", p.display());
+            }
+            Some(tls_base().ca_certificate(Certificate::from_pem(pem)))
+        }
+        None => None,
+    };
+    let _ = TLS.set(cfg);
+    Ok(())
+}
+
+fn tls_base() -> ClientTlsConfig {
+    ClientTlsConfig::new().with_native_roots()
+}
+
 /// Adds `authorization: Bearer KEY` when an API key is set.
 pub fn auth(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
     if let Some(Some(v)) = API_KEY.get() {
@@ -86,16 +110,27 @@ pub fn node_client(ch: Channel) -> NodeServiceClient<AuthChannel> {
 }
 
 /// Channel endpoint for `host:port` (an `http://` scheme is added when missing).
+/// With `--tls-ca` (or an `https://` address) the endpoint uses TLS.
 pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+    let tls = TLS.get().cloned().flatten();
     let uri = if addr.contains("://") {
         addr.to_string()
+    } else if tls.is_some() {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     };
-    Ok(Endpoint::from_shared(uri)
+    let https = uri.starts_with("https://");
+    let mut ep = Endpoint::from_shared(uri)
         .map_err(|e| anyhow::anyhow!("bad address {addr:?}: {e}"))?
         .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true))
+        .tcp_nodelay(true);
+    if https {
+        ep = ep
+            .tls_config(tls.unwrap_or_else(tls_base))
+            .map_err(|e| anyhow::anyhow!("TLS for {addr}: {e}"))?;
+    }
+    Ok(ep)
 }
 
 /// Connect to an agent's API.
