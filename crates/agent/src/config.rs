@@ -92,6 +92,9 @@ pub struct ServeArgs {
     /// Generation requests that may wait for a slot beyond `--max-requests`; more get 429.
     #[arg(long, env = "MAX_QUEUE", default_value_t = 32)]
     pub max_queue: u32,
+    /// Seconds a request whose stage failed waits for a plan that covers the model.
+    #[arg(long, env = "RECOVERY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub recovery_timeout: u64,
 }
 
 /// Options of `agent generate`.

@@ -97,6 +97,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     state.max_requests = args.max_requests as usize;
     state.admission =
         crate::admission::Admission::new(args.max_requests as usize, args.max_queue as usize);
+    state.recovery_timeout = std::time::Duration::from_secs(args.recovery_timeout);
     let state = Arc::new(state);
     let advert = initial_advert(&state, args.memory_limit);
     let membership = Arc::new(

@@ -88,6 +88,8 @@ pub struct AgentState {
     pub max_requests: usize,
     /// Bounded admission (running + waiting requests).
     pub admission: crate::admission::Admission,
+    /// How long a request waits for a covering plan after a stage failed.
+    pub recovery_timeout: std::time::Duration,
 }
 
 impl AgentState {
@@ -115,6 +117,7 @@ impl AgentState {
             last_ttft_ms: Mutex::new(0.0),
             max_requests: 32,
             admission: crate::admission::Admission::new(32, 32),
+            recovery_timeout: crate::pipeline::RECOVERY_TIMEOUT,
         }
     }
 

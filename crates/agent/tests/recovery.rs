@@ -286,31 +286,120 @@ async fn losing_the_only_holder_mid_stream_names_the_missing_layers() {
     let Some(model) = model() else { return };
     let (p1, p2) = (Ports::new(), Ports::new());
     // The entry agent offers no memory: it only coordinates.
-    let entry = Agent::start_with("coord", p1, &[], &model, &["--memory-limit", "1000"]);
-    let mut holder = Agent::start("holder", p2, &[p1.gossip], &model);
-    wait_for("a plan with every layer on the holder", LIMIT, || async {
-        let v = get_json(&entry.url("/v1/cluster")).await?;
-        let a = v["plan"]["assignments"].as_array()?.clone();
-        (a.len() == 1 && a[0]["node_id"] == "holder" && entry_ready(&entry).await).then_some(())
-    })
-    .await;
-    let end = Instant::now() + LIMIT;
-    let got = loop {
-        let r = stream(p1.api, 10, || holder.kill()).await;
-        if !r.tokens.is_empty() || Instant::now() > end {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let entry = Agent::start_with(
+        "coord",
+        p1,
+        &[],
+        &model,
+        &["--memory-limit", "1000", "--recovery-timeout", "5"],
+    );
+    let start_holder = || Agent::start("holder", p2, &[p1.gossip], &model);
+    let holder_ready = || async {
+        wait_for("a plan with every layer on the holder", LIMIT, || async {
+            let v = get_json(&entry.url("/v1/cluster")).await?;
+            let a = v["plan"]["assignments"].as_array()?.clone();
+            let alive = v["members"]
+                .as_array()?
+                .iter()
+                .any(|m| m["node_id"] == "holder" && m["state"] == "alive");
+            let ok = post_json(
+                &entry.url("/v1/chat/completions"),
+                &chat_body("hi", 2, false),
+            )
+            .await
+            .ok()?
+            .status
+                == 200;
+            (alive && ok && a.len() == 1 && a[0]["node_id"] == "holder").then_some(())
+        })
+        .await
     };
+
+    // gRPC stream.
+    let mut holder = start_holder();
+    holder_ready().await;
+    let got = stream(p1.api, 10, || holder.kill()).await;
     assert!(got.tokens.len() >= 10, "{got:?}");
     assert!(got.finish.is_none(), "{got:?}");
     let e = got.error.expect("the stream must end with an error");
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
     assert!(e.message().contains("layers not served: 0..30"), "{e:?}");
-    eprintln!("error after losing the holder: {}", e.message());
-}
+    eprintln!("gRPC error after losing the holder: {}", e.message());
 
-/// The entry agent's health is ok (it sees a ready route).
-async fn entry_ready(a: &Agent) -> bool {
-    get(&a.url("/health")).await.is_ok_and(|r| r.status == 200)
+    // SSE: an error event, then [DONE].
+    let mut holder = start_holder();
+    holder_ready().await;
+    let sse = tokio::time::timeout(Duration::from_secs(120), async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p1.api))
+            .await
+            .unwrap();
+        let body = serde_json::json!({
+            "messages": [{"role": "user", "content": PROMPT}],
+            "max_tokens": 2000, "temperature": 0, "stream": true,
+        })
+        .to_string();
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        let mut killed = false;
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&all);
+            if !killed && text.matches("\"content\"").count() > 5 {
+                holder.kill();
+                killed = true;
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    })
+    .await
+    .expect("the SSE stream must end");
+    let err_at = sse
+        .find("layers not served: 0..30")
+        .unwrap_or_else(|| panic!("no error event naming the layers: {sse}"));
+    let done_at = sse.rfind("data: [DONE]").expect("[DONE] after the error");
+    assert!(err_at < done_at);
+    assert!(sse.contains("\"code\":503"), "{sse}");
+
+    // Non-streaming: 503 with the message.
+    let holder = std::sync::Mutex::new(start_holder());
+    holder_ready().await;
+    let tokens = || async {
+        let m = get(&entry.metrics_url()).await.ok()?.text();
+        m.lines()
+            .find(|l| l.starts_with("distributed_llm_inference_tokens_generated_total{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let before = tokens().await.unwrap_or(0.0);
+    let body = serde_json::json!({
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": 2000, "temperature": 0,
+    })
+    .to_string();
+    let killer = async {
+        wait_for("tokens generated", LIMIT, || async {
+            (tokens().await? >= before + 5.0).then_some(())
+        })
+        .await;
+        holder.lock().unwrap().kill();
+    };
+    let url = entry.url("/v1/chat/completions");
+    let (r, ()) = tokio::join!(post_json(&url, &body), killer);
+    let r = r.unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text().contains("layers not served: 0..30"),
+        "{}",
+        r.text()
+    );
 }

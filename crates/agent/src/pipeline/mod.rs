@@ -100,7 +100,8 @@ impl Hop {
     }
 }
 
-/// Longest wait for a plan that covers the model again after a stage failed.
+/// Default longest wait for a plan that covers the model again after a stage failed
+/// (`--recovery-timeout`).
 pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Validate against the model, plan a route and start generating in a task.
@@ -303,11 +304,11 @@ async fn recover(
             }
             Err(e) => last = e.to_string(),
         }
-        if t0.elapsed() >= RECOVERY_TIMEOUT {
+        if t0.elapsed() >= state.recovery_timeout {
             return Err(GenError::Unavailable(format!(
                 "a stage failed mid-generation and no plan covered the model within {} s; \
                  layers not served: {} ({last})",
-                RECOVERY_TIMEOUT.as_secs(),
+                state.recovery_timeout.as_secs(),
                 missing_layers(state)
             )));
         }
