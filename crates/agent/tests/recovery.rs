@@ -403,3 +403,58 @@ async fn losing_the_only_holder_mid_stream_names_the_missing_layers() {
         r.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_stage_is_abandoned_when_gossip_declares_it_dead() {
+    let Some(model) = model() else { return };
+    let (p1, p2, p3) = (Ports::new(), Ports::new(), Ports::new());
+    let agents = [
+        Agent::start("agent-1", p1, &[], &model),
+        Agent::start("agent-2", p2, &[p1.gossip], &model),
+        Agent::start("agent-3", p3, &[p1.gossip], &model),
+    ];
+    let before = {
+        let refs: Vec<&Agent> = agents.iter().collect();
+        converge(&refs).await
+    };
+    let idx = |id: &str| agents.iter().position(|a| a.id == id).unwrap();
+    let entry = &agents[idx(&before[0].0)];
+    let victim = &agents[idx(&before[1].0)];
+    let pid = victim.pid().unwrap().to_string();
+    // Wait until the entry serves, then freeze the middle stage (SIGSTOP) mid-stream:
+    // no error, no reset, just silence. Gossip declares it dead and the request moves on
+    // long before the 60 s hop deadline.
+    wait_for("a served request", LIMIT, || async {
+        let r = post_json(
+            &entry.url("/v1/chat/completions"),
+            &chat_body("hi", 2, false),
+        )
+        .await
+        .ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    let mut t_stop = None;
+    let got = stream(entry.ports.api, 10, || {
+        let ok = std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -STOP {pid}");
+        t_stop = Some(Instant::now());
+    })
+    .await;
+    let waited = t_stop.map(|t| t.elapsed());
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(got.tokens.len(), MAX, "{got:?}");
+    let log = strip_ansi(&entry.log_text());
+    let line = log
+        .lines()
+        .find(|l| l.contains("pipeline recovered"))
+        .unwrap_or_else(|| panic!("no recovery logged:\n{log}"));
+    assert!(line.contains("is dead"), "{line}");
+    eprintln!("frozen stage: stream ended {waited:?} after SIGSTOP; {line}");
+}

@@ -262,6 +262,40 @@ fn missing_layers(state: &AgentState) -> String {
     }
 }
 
+/// One step through every hop, abandoned as soon as gossip reports a stage's owner
+/// dead (a frozen or cut-off peer fails the hop without waiting for its deadline).
+async fn step_watched(state: &AgentState, hops: &mut [Hop], step: StepIn) -> Result<u32, GenError> {
+    let dead = |hops: &[Hop]| {
+        dead_peer(state, hops).map(|p| GenError::Unavailable(format!("stage owner {p} is dead")))
+    };
+    if let Some(e) = dead(hops) {
+        return Err(e);
+    }
+    let watched: Vec<String> = hops
+        .iter()
+        .filter_map(|h| match h {
+            Hop::Remote(r) => Some(r.peer.clone()),
+            Hop::Local(_) => None,
+        })
+        .collect();
+    let watch = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let view = state.view.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(p) = watched.iter().find(|p| {
+                view.member(p)
+                    .is_some_and(|m| m.state == crate::view::Liveness::Dead)
+            }) {
+                return GenError::Unavailable(format!("stage owner {p} is dead"));
+            }
+        }
+    };
+    tokio::select! {
+        r = step_all(hops, step, &state.metrics) => r,
+        e = watch => Err(e),
+    }
+}
+
 /// After a stage failed: wait (bounded) for a plan whose stages all answer, open
 /// fresh sessions on them and rebuild their KV caches by replaying `tokens` (the
 /// prompt and everything generated so far) in one batched step. Returns the new
@@ -342,10 +376,7 @@ async fn run(
             tokens: input.clone(),
             hidden: None,
         };
-        let failure = match dead_peer(state, &hops) {
-            Some(p) => Err(GenError::Unavailable(format!("stage owner {p} is dead"))),
-            None => step_all(&mut hops, step, &state.metrics).await,
-        };
+        let failure = step_watched(state, &mut hops, step).await;
         let token = match failure {
             Ok(t) => t,
             Err(e @ GenError::Unavailable(_)) => {
