@@ -78,7 +78,7 @@ impl GossipAuth {
 
     /// The payload of a sealed datagram, or `None` (and counted) when the tag fails.
     pub fn open<'a>(&self, datagram: &'a [u8]) -> Option<&'a [u8]> {
-        let ok = datagram.len() > TAG_LEN && {
+        let ok = datagram.len() >= TAG_LEN && {
             let (payload, tag) = datagram.split_at(datagram.len() - TAG_LEN);
             let mut mac = self.mac();
             mac.update(payload);
@@ -243,6 +243,9 @@ async fn recv_pump(
             continue;
         };
         let len = payload.len();
+        if len == 0 {
+            continue; // authentic but empty: nothing for chitchat
+        }
         if feeder.send_to(payload, decoder_addr).await.is_err() {
             continue;
         }
