@@ -92,6 +92,16 @@ impl KvCache {
     }
 }
 
+/// Rounds the residual stream to f16 precision after every layer. Hidden states cross
+/// the network as f16; rounding at every layer boundary, in every stage, makes that
+/// transport lossless, so any split of the model into stages (and any re-split after a
+/// failure) computes exactly what the unsplit model computes.
+fn round_to_f16(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = half::f16::from_f32(*v).to_f32();
+    }
+}
+
 /// Layers `[start, end)` of a model, plus the embedding (first stage) and the head (last).
 pub struct Stage {
     info: ModelInfo,
@@ -270,6 +280,7 @@ impl Stage {
         let rope = self.rope.table(pos0, n);
         for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
             self.layer_forward(layer, &mut x, n, pos0, &rope, lc)?;
+            round_to_f16(&mut x);
         }
         cache.len = needed;
         match (&self.output_norm, &self.output) {
