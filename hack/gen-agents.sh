@@ -33,6 +33,8 @@ fi
       MODEL_PATH: /models/\${MODEL_FILE:-$DEFAULT_MODEL_FILE}
       SEED_NODES: agent-1:7946,agent-2:7946,agent-3:7946
       LOG_LEVEL: \${LOG_LEVEL:-info}
+      CLUSTER_SECRET: \${CLUSTER_SECRET:-}
+      API_KEY: \${API_KEY:-}
     volumes:
       - \${MODEL_DIR:-~/.cache/distributed-llm/models}:/models:ro
     ports: ["$((8079 + i)):8080", "$((7945 + i)):7946/udp", "$((9100 + i)):9090"]
