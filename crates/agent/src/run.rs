@@ -94,7 +94,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     metrics.set_info(&addrs.api);
     metrics.model_layers.set(model.info.n_layers as i64);
     let mut state = AgentState::new(node_id.clone(), addrs.clone(), generation, model, metrics);
-    state.max_requests = args.max_requests as usize;
     state.admission =
         crate::admission::Admission::new(args.max_requests as usize, args.max_queue as usize);
     state.recovery_timeout = std::time::Duration::from_secs(args.recovery_timeout);

@@ -84,8 +84,6 @@ pub struct AgentState {
     pub view: RwLock<ClusterView>,
     channels: Mutex<HashMap<String, Channel>>,
     pub last_ttft_ms: Mutex<f64>,
-    /// Generation requests this agent coordinates at once (more get 429).
-    pub max_requests: usize,
     /// Bounded admission (running + waiting requests).
     pub admission: crate::admission::Admission,
     /// How long a request waits for a covering plan after a stage failed.
@@ -115,7 +113,6 @@ impl AgentState {
             view: RwLock::new(ClusterView::default()),
             channels: Mutex::new(HashMap::new()),
             last_ttft_ms: Mutex::new(0.0),
-            max_requests: 32,
             admission: crate::admission::Admission::new(32, 32),
             recovery_timeout: crate::pipeline::RECOVERY_TIMEOUT,
         }

@@ -84,6 +84,13 @@ pub fn quantize_acts(x: &[f32], out: &mut Vec<ActBlock>) {
     }));
 }
 
+/// Portable sum of 4-bit weights (nibble layout of Q4_0/Q4_1) times 8-bit activations.
+fn nibble_dot(qs: &[u8; QK / 2], a: &[i8; QK]) -> i32 {
+    (0..QK / 2)
+        .map(|j| (qs[j] & 0x0f) as i32 * a[j] as i32 + (qs[j] >> 4) as i32 * a[j + QK / 2] as i32)
+        .sum()
+}
+
 /// Dot products of one weight row (as blocks) with one activation row.
 pub trait VecDot: Copy + Send + Sync {
     fn dot(w: &[Self], a: &[ActBlock]) -> f32;
@@ -115,11 +122,7 @@ impl VecDot for BlockQ4_1 {
         w.iter()
             .zip(a)
             .map(|(w, a)| {
-                let mut sumi = 0i32;
-                for j in 0..QK / 2 {
-                    sumi += (w.qs[j] & 0x0f) as i32 * a.qs[j] as i32;
-                    sumi += (w.qs[j] >> 4) as i32 * a.qs[j + QK / 2] as i32;
-                }
+                let sumi = nibble_dot(&w.qs, &a.qs);
                 w.d.to_f32() * a.d * sumi as f32 + w.m.to_f32() * a.s
             })
             .sum()
@@ -137,11 +140,7 @@ impl VecDot for BlockQ4_0 {
         w.iter()
             .zip(a)
             .map(|(w, a)| {
-                let mut sumi = 0i32;
-                for j in 0..QK / 2 {
-                    sumi += (w.qs[j] & 0x0f) as i32 * a.qs[j] as i32;
-                    sumi += (w.qs[j] >> 4) as i32 * a.qs[j + QK / 2] as i32;
-                }
+                let sumi = nibble_dot(&w.qs, &a.qs);
                 let d = w.d.to_f32();
                 d * a.d * sumi as f32 - 8.0 * d * a.s
             })
@@ -386,6 +385,16 @@ mod tests {
             (exact - got).abs() < 0.02 * exact.abs().max(1.0),
             "{exact} vs {got}"
         );
+    }
+
+    #[test]
+    fn nibble_dot_reads_low_then_high_nibbles() {
+        let qs: [u8; QK / 2] = std::array::from_fn(|j| (j as u8 % 16) | (15 - j as u8 % 16) << 4);
+        let a: [i8; QK] = std::array::from_fn(|j| j as i8 - 16);
+        let want: i32 = (0..QK / 2)
+            .map(|j| (j % 16) as i32 * (j as i32 - 16) + (15 - j % 16) as i32 * (j as i32))
+            .sum();
+        assert_eq!(nibble_dot(&qs, &a), want);
     }
 
     #[test]
