@@ -84,6 +84,25 @@ t_check() { # t_check <description> <command...>
 }
 t_summary() { echo "$T_PASS passed, $T_FAIL failed"; }
 
+# Test scripts that run local processes: PIDS holds them, WORK their logs.
+stop_pids() { # TERM every process in PIDS, KILL those still alive after 10 s
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -9 "$pid" 2>/dev/null
+    done
+}
+finish() { # on failure show each $WORK/*.log's tail; print the summary; exit with the result
+    if ((T_FAIL > 0)); then
+        for f in "${WORK:-/nonexistent}"/*.log; do [[ -f $f ]] && { echo "---- tail of $f"; tail -20 "$f"; }; done
+    fi
+    t_summary
+    ((T_FAIL == 0))
+    exit
+}
+abort() { t_fail "$*"; finish; }
+
 # Ensure target/<profile>/{agent,tui} exist (CI builds them first).
 ensure_binaries() { # ensure_binaries <bin dir>
     [[ -x "$REPO_ROOT/$1/agent" ]] && return 0

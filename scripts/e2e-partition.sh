@@ -25,25 +25,11 @@ gossip_port() { echo $((BASE + 946 + $1)); }
 
 cleanup() {
     nft delete table inet "$TABLE" 2>/dev/null
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-        kill -9 "$pid" 2>/dev/null
-    done
+    stop_pids
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-finish() {
-    if ((T_FAIL > 0)); then
-        for f in "$WORK"/*.log; do [[ -f $f ]] && { echo "---- tail of $f"; tail -20 "$f"; }; done
-    fi
-    t_summary
-    ((T_FAIL == 0))
-    exit
-}
-abort() { t_fail "$*"; finish; }
 
 if [[ $(id -u) != 0 ]]; then
     echo "SKIP: the partition test needs root (nftables rules on the loopback interface)"

@@ -19,25 +19,11 @@ PROM_PORT=$((BASE + 99))
 PROM="http://127.0.0.1:$PROM_PORT"
 
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-        kill -9 "$pid" 2>/dev/null
-    done
+    stop_pids
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-finish() {
-    if ((T_FAIL > 0)); then
-        for f in "$WORK"/*.log; do [[ -f $f ]] && { echo "---- tail of $f"; tail -20 "$f"; }; done
-    fi
-    t_summary
-    ((T_FAIL == 0))
-    exit
-}
-abort() { t_fail "$*"; finish; }
 
 apt_need prometheus prometheus
 apt_need jq jq
