@@ -7,8 +7,8 @@ built natively by scripts/llama-cpp.sh), through the Python binding over our lib
       template): the prompt tokens, N greedy tokens (temperature 0, argmax of llama.cpp's
       logits) and per step the top-k (token, logit) pairs; the prompt is decoded in one
       batch, then one token per step. Settings as ../shared/fixtures/smollm2-reference.json
-      (CPU, greedy, n_ctx 2048, n_batch 512, f16 KV cache, flash attention off); they are
-      recorded in the JSON.
+      (CPU, greedy, n_ctx 2048, n_batch 512, f16 KV cache, flash attention off, 1 thread);
+      they are recorded in the JSON.
   tokenize  FILE.gguf [--corpus scripts/tokenizer-corpus.txt ...] [--out T.json]
       For each corpus entry: tokens with parse_special on/off x add_special on/off, each
       token's piece (llama_token_to_piece, as hex bytes: pieces may split UTF-8), and the
@@ -47,6 +47,9 @@ DEFAULT_CORPUS = REPO / "scripts" / "tokenizer-corpus.txt"
 # The Llama 3.x template prints today's date when the renderer offers strftime_now: fix it.
 FIXED_DATE = datetime.datetime(2024, 7, 26)
 N_CTX, N_BATCH = 2048, 512
+# One thread: llama.cpp's results do not depend on the thread count, and on a busy machine
+# two spinning OpenMP threads are 10x slower than one (references are not benchmarks).
+N_THREADS = 1
 
 DEFAULT_PROMPTS = [
     {"name": "story", "messages": [{"role": "user", "content": "Tell me a short story about a robot who learns to paint."}]},
@@ -90,7 +93,7 @@ def sha256(path: Path) -> str:
 
 
 def load(path: str, vocab_only=False, threads=None, n_ctx=N_CTX):
-    threads = threads or os.cpu_count()
+    threads = threads or N_THREADS
     return lc.Llama(model_path=path, vocab_only=vocab_only, n_ctx=n_ctx, n_batch=N_BATCH, n_ubatch=N_BATCH,
                     n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, flash_attn=False,
                     logits_all=False, verbose=False, seed=0)
@@ -219,12 +222,8 @@ def greedy(llm, prompt: list, n: int, k: int, forced: list | None = None) -> dic
     return {"tokens": toks, "top": steps, "seconds": time.perf_counter() - t0}
 
 
-def cmd_generate(a) -> int:
-    prompts = json.loads(Path(a.prompts).read_text()) if a.prompts else DEFAULT_PROMPTS
-    if a.user_message:
-        prompts = [{"name": "user", "messages": [{"role": "user", "content": m}]} for m in a.user_message]
-    llm = load(a.model, threads=a.threads)
-    t0 = time.time()
+def generate_reference(model: str, prompts: list, n_predict: int = 64, top_k: int = 5, threads=None) -> dict:
+    llm = load(model, threads=threads)
     cases = []
     for c in prompts:
         try:
@@ -233,7 +232,7 @@ def cmd_generate(a) -> int:
             log(f"{c.get('name')}: skipped: {e}")
             cases.append({**c, "skipped": str(e)})
             continue
-        g = greedy(llm, toks, a.n_predict, a.top_k)
+        g = greedy(llm, toks, n_predict, top_k)
         vocab = llm._model.vocab
         case = dict(c)
         if "messages" in c and len(c["messages"]) == 1 and c["messages"][0]["role"] == "user":
@@ -247,22 +246,30 @@ def cmd_generate(a) -> int:
             "margins": [round(s[0][1] - s[1][1], 5) for s in g["top"]],
         })
         cases.append(case)
-        log(f"{c.get('name')}: {len(toks)} prompt tokens, {a.n_predict} greedy tokens, "
+        log(f"{Path(model).name} {c.get('name')}: {len(toks)} prompt tokens, {n_predict} greedy tokens, "
             f"min margin {min(case['margins']):.3f} ({g['seconds']:.2f} s)")
-    out = {
-        "model": Path(a.model).name,
-        "model_sha256": sha256(Path(a.model)),
+    del llm
+    return {
+        "model": Path(model).name,
+        "model_sha256": sha256(Path(model)),
         "reference": "llama.cpp 0c1e570 (llama-cpp-python 0.3.36 sdist, native build), CPU, temperature 0 "
                      "(argmax of the logits), prompt in one batch then one token per step, no stop at end-of-generation",
-        "settings": {"n_ctx": N_CTX, "n_batch": N_BATCH, "n_ubatch": N_BATCH, "n_threads": a.threads or os.cpu_count(),
-                     "flash_attn": False, "kv_cache": "f16", "n_predict": a.n_predict, "top_k": a.top_k},
+        "settings": {"n_ctx": N_CTX, "n_batch": N_BATCH, "n_ubatch": N_BATCH, "n_threads": threads or N_THREADS,
+                     "flash_attn": False, "kv_cache": "f16", "n_predict": n_predict, "top_k": top_k},
         "note": "Compare prompt tokens exactly and generated tokens by teacher-forced top-1 agreement "
                 "(feed greedy_tokens, compare your argmax at each step with greedy_tokens[i]); 'margins' "
                 "(top-1 minus top-2 logit) say which steps are too close to call.",
         "lib": lib_info(),
         "cases": cases,
     }
-    write_json(out, a.out)
+
+
+def cmd_generate(a) -> int:
+    prompts = json.loads(Path(a.prompts).read_text()) if a.prompts else DEFAULT_PROMPTS
+    if a.user_message:
+        prompts = [{"name": "user", "messages": [{"role": "user", "content": m}]} for m in a.user_message]
+    t0 = time.time()
+    write_json(generate_reference(a.model, prompts, a.n_predict, a.top_k, a.threads), a.out)
     log(f"done in {time.time() - t0:.1f} s")
     return 0
 
@@ -297,12 +304,11 @@ def read_llama_inp(path: Path) -> list:
     return out
 
 
-def cmd_tokenize(a) -> int:
-    llm = load(a.model, vocab_only=True)
+def tokenizer_reference(model: str, corpora: list, llama_inp: list = ()) -> dict:
+    llm = load(model, vocab_only=True)
     vocab = llm._model.vocab
-    texts = [(str(DEFAULT_CORPUS.name if not a.corpus else c), t) for c in (a.corpus or [DEFAULT_CORPUS])
-             for t in read_corpus([c])]
-    for p in a.llama_inp or []:
+    texts = [(Path(c).name, t) for c in corpora for t in read_corpus([c])]
+    for p in llama_inp:
         texts += [(Path(p).name, t) for t in read_llama_inp(Path(p))]
     entries = []
     for source, text in texts:
@@ -317,21 +323,26 @@ def cmd_tokenize(a) -> int:
                     "detokenize_remove_special": text_of(detokenize(llm, toks, True, False)),
                 })
         entries.append(e)
-    info = {
-        "model": Path(a.model).name, "model_sha256": sha256(Path(a.model)),
+    return {
+        "model": Path(model).name, "model_sha256": sha256(Path(model)),
         "reference": "llama.cpp 0c1e570 (llama-cpp-python 0.3.36 sdist, native build), vocab_only",
         "vocab": {"type": {1: "SPM", 2: "BPE", 3: "WPM", 4: "UGM", 5: "RWKV"}.get(lc.llama_vocab_type(vocab), "?"),
                   "n_tokens": lc.llama_vocab_n_tokens(vocab), "bos": lc.llama_vocab_bos(vocab),
                   "eos": lc.llama_vocab_eos(vocab), "eot": lc.llama_vocab_eot(vocab),
                   "add_bos": bool(lc.llama_vocab_get_add_bos(vocab)), "add_eos": bool(lc.llama_vocab_get_add_eos(vocab))},
-        "note": "pieces_hex: llama_token_to_piece(special=true, lstrip=0) bytes in hex (a piece can be part of a "
-                "UTF-8 character); detokenize: llama_detokenize(remove_special=false, unparse_special=true); "
+        "note": "runs: the 4 combinations of llama_tokenize(add_special, parse_special); pieces_hex: "
+                "llama_token_to_piece(special=true, lstrip=0) bytes in hex (a piece can be part of a UTF-8 "
+                "character); detokenize: llama_detokenize(remove_special=false, unparse_special=true); "
                 "detokenize_remove_special: (remove_special=true, unparse_special=false).",
         "lib": lib_info(),
         "entries": entries,
     }
-    write_json(info, a.out)
-    log(f"{len(entries)} entries x 4 runs")
+
+
+def cmd_tokenize(a) -> int:
+    out = tokenizer_reference(a.model, a.corpus or [DEFAULT_CORPUS], a.llama_inp or [])
+    write_json(out, a.out)
+    log(f"{len(out['entries'])} entries x 4 runs")
     return 0
 
 

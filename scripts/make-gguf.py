@@ -34,6 +34,8 @@ Outputs (one path per line on stdout; progress on stderr):
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import hashlib
 import math
 import os
@@ -212,7 +214,13 @@ class Vocab:
 
 
 def vocab_from_gguf(path: Path, source: str) -> Vocab:
-    r = GGUFReader(str(path))
+    """The tokenizer metadata of a GGUF (cached: a fresh copy per call)."""
+    return copy.deepcopy(_vocab_from_gguf(str(path), source))
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab_from_gguf(path: str, source: str) -> Vocab:
+    r = GGUFReader(path)
     toks = r.fields["tokenizer.ggml.tokens"]
     tokens = [bytes(toks.parts[i]) for i in toks.data]
     types = [int(x) for x in field_value(r, "tokenizer.ggml.token_type")]
@@ -696,6 +704,12 @@ def sha256(path: Path) -> str:
 
 
 def main(argv=None) -> int:
+    run(argv)
+    return 0
+
+
+def run(argv=None) -> list:
+    """The command line, callable in-process (scripts/fixtures.sh): returns the output paths."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="llama", choices=ARCHS)
     ap.add_argument("--shape", default="tiny", choices=list(SHAPES))
@@ -742,7 +756,7 @@ def main(argv=None) -> int:
             print(f"tokenizer {k}: {v}")
         print("arch defaults:", {x: default_tokenizer(x, "tiny") for x in ARCHS})
         print("file types:", ",".join(FTYPES))
-        return 0
+        return []
     if a.src:
         return requantize_existing(a)
     if a.untied and a.arch == "gemma2":
@@ -786,10 +800,10 @@ def main(argv=None) -> int:
             continue
         quantize(master, dst, q, a.threads)
     report(outs, a)
-    return 0
+    return outs
 
 
-def requantize_existing(a) -> int:
+def requantize_existing(a) -> list:
     src = Path(a.src)
     if not src.is_file():
         sys.exit(f"make-gguf.py: {src}: no such file")
@@ -806,7 +820,7 @@ def requantize_existing(a) -> int:
             continue
         quantize(src, dst, q, a.threads, allow_requantize=True)
     report(outs, a)
-    return 0
+    return outs
 
 
 def report(outs: list, a) -> None:
