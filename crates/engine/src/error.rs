@@ -16,10 +16,14 @@ pub enum EngineError {
     #[error("{path} is not a GGUF model file ({reason})")]
     NotGguf { path: PathBuf, reason: String },
     #[error(
-        "unsupported model architecture '{0}': this engine runs llama-architecture GGUF models"
+        "unsupported model architecture '{0}': this engine runs {list}",
+        list = crate::arch::SUPPORTED.join(", ")
     )]
     UnsupportedArchitecture(String),
-    #[error("unsupported tensor type {dtype} for tensor {tensor}: supported are F32, F16, Q4_0, Q4_1, Q8_0 and the K-quants")]
+    #[error(
+        "unsupported tensor type {dtype} for tensor {tensor}: supported are {list}",
+        list = crate::quant::SUPPORTED
+    )]
     UnsupportedQuantization { tensor: String, dtype: String },
     #[error("the GGUF file lacks metadata key '{0}'")]
     MissingMetadata(String),

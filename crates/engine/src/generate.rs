@@ -5,7 +5,7 @@ use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
 use crate::sampling::{Sampler, SamplingParams};
-use crate::stage::{KvCache, Stage, StageInput, StageOutput};
+use crate::model::{KvCache, Stage, StageInput, StageOutput};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,21 +1,25 @@
-//! Pure-Rust inference for llama-architecture GGUF models, over any contiguous range of
-//! layers so that one model can be split across machines (pipeline parallelism).
+//! Pure-Rust inference for GGUF transformer models, over any contiguous range of layers
+//! so that one model can be split across machines (pipeline parallelism).
 //!
-//! Weights are read with candle's GGUF reader and kept in their quantization; the forward
-//! pass (RMSNorm, RoPE, grouped-query attention, SwiGLU) and its quantized matrix kernels
-//! are written here. See `docs/architecture.md` for how the crates fit together.
+//! - [`gguf`]: the file (header via candle's reader, data memory-mapped) and its metadata.
+//! - [`quant`]: weight formats, one file each, behind one kernel trait; parallel matmul.
+//! - [`block`]: shared building blocks (projections, norms, RoPE, attention, FFN, MoE).
+//! - [`arch`]: one small file per model family, mapping its metadata to a spec.
+//! - [`model`]: a stage (layer range) and its batched forward pass.
+//!
+//! See `docs/architecture.md` for how the crates fit together.
 
+pub mod arch;
+pub mod block;
 pub mod chat;
 pub mod error;
 pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod hidden;
-pub mod linear;
-pub mod ops;
+pub mod model;
 pub mod quant;
 pub mod sampling;
-pub mod stage;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
@@ -23,8 +27,8 @@ pub use error::{EngineError, Result};
 pub use generate::{even_split, FinishReason, Generation, Generator, StopFilter};
 pub use gguf::{GgufFile, ModelInfo};
 pub use hidden::HiddenState;
+pub use model::{KvCache, Seq, Stage, StageInput, StageOutput};
 pub use sampling::{argmax, Sampler, SamplingParams};
-pub use stage::{KvCache, Stage, StageInput, StageOutput};
 pub use tokenizer::{TextStream, Tokenizer};
 
 /// Sets the number of compute threads (call once, before any model runs); 0 = all cores.

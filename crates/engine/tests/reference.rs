@@ -32,10 +32,16 @@ fn teacher_forced_argmax_agrees_with_llama_cpp() {
         let mut caches = g.new_caches();
         let mut input = case.prompt_tokens.clone();
         let mut agree = 0;
-        for want in &case.greedy_tokens {
+        for (step, want) in case.greedy_tokens.iter().enumerate() {
             let logits = g.logits(&input, &mut caches).unwrap();
-            if argmax(&logits) == *want {
+            let got = argmax(&logits);
+            if got == *want {
                 agree += 1;
+            } else {
+                println!(
+                    "step {step}: engine picks {got} ({:.4}), llama.cpp {want} ({:.4})",
+                    logits[got as usize], logits[*want as usize]
+                );
             }
             input = vec![*want];
         }

@@ -1,0 +1,139 @@
+//! Parallel matrix products over any weight format: the rows of one or more matrices are
+//! cut into chunks that the compute pool runs at once; inside a chunk, tiles of rows ×
+//! tokens go to the format's kernel (4 rows × 1 token when decoding, 2 rows × 4 tokens
+//! over blocks of tokens when processing a prompt, so the weights stay in cache).
+
+use super::{dispatch, Act, Format, Input, Kernel};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// One product `out[t * rows + r] = input[t] · W[r]` to compute.
+pub struct Job<'a> {
+    pub format: Format,
+    /// The weight blocks, row after row.
+    pub data: &'a [u8],
+    pub rows: usize,
+    pub cols: usize,
+    pub out: &'a mut [f32],
+}
+
+/// Tokens per block of a prompt (their activations stay in L2 while a chunk of weight
+/// rows is swept over them).
+const TOKEN_BLOCK: usize = 64;
+
+/// Runs all jobs (which share `input`) in one parallel pass.
+pub fn run(input: &Input, jobs: &mut [Job]) {
+    let n = input.n;
+    let threads = rayon::current_num_threads().max(1);
+    let mut tasks: Vec<(usize, Range<usize>)> = Vec::new();
+    let mut work = 0usize;
+    for (j, job) in jobs.iter().enumerate() {
+        debug_assert_eq!(job.out.len(), n * job.rows);
+        debug_assert_eq!(job.cols, input.cols);
+        work += job.rows * job.cols * n;
+        let chunk = (job.rows / (threads * 4)).next_multiple_of(4).clamp(16, 1024);
+        let mut r = 0;
+        while r < job.rows {
+            let e = (r + chunk).min(job.rows);
+            tasks.push((j, r..e));
+            r = e;
+        }
+    }
+    let outs: Vec<SendPtr> = jobs.iter_mut().map(|j| SendPtr(j.out.as_mut_ptr())).collect();
+    let jobs = &*jobs;
+    let one = |(j, rows): &(usize, Range<usize>)| {
+        let job = &jobs[*j];
+        dispatch!(job.format, K => sweep::<K>(job, rows.clone(), input, outs[*j]))
+    };
+    if tasks.len() == 1 || work < 1 << 16 {
+        tasks.iter().for_each(one);
+    } else {
+        tasks.par_iter().for_each(one);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: every task writes a disjoint set of (token, row) cells of a buffer that
+// outlives the parallel section.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Blocks of `data` as `W` (alignment checked when the weights were loaded).
+fn blocks<W>(data: &[u8]) -> &[W] {
+    let size = std::mem::size_of::<W>();
+    debug_assert_eq!(data.len() % size, 0);
+    debug_assert_eq!(data.as_ptr() as usize % std::mem::align_of::<W>(), 0);
+    // SAFETY: W is a plain-old-data block type; length and alignment checked above (and
+    // at load time in release builds).
+    unsafe { std::slice::from_raw_parts(data.as_ptr() as *const W, data.len() / size) }
+}
+
+/// Computes rows `rows` of one job for every token.
+fn sweep<K: Kernel>(job: &Job, rows: Range<usize>, input: &Input, out: SendPtr) {
+    let bpr = job.cols / K::QK;
+    let w: &[K::W] = blocks(job.data);
+    let a: &[K::A] = <K::A as Act>::of(input);
+    let n = input.n;
+    let row = |r: usize| &w[r * bpr..(r + 1) * bpr];
+    let act = |t: usize| &a[t * bpr..(t + 1) * bpr];
+    let stride = job.rows;
+    // SAFETY: (t, r) lies within the job's output and belongs to this task alone.
+    let put = |r: usize, t: usize, v: f32| unsafe { *out.0.add(t * stride + r) = v };
+    if n < 4 {
+        let mut r = rows.start;
+        while r + 4 <= rows.end {
+            let w4 = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+            for t in 0..n {
+                let o = K::tile::<4, 1>(w4, [act(t)]);
+                for (i, v) in o.iter().enumerate() {
+                    put(r + i, t, v[0]);
+                }
+            }
+            r += 4;
+        }
+        for r in r..rows.end {
+            for t in 0..n {
+                put(r, t, K::tile::<1, 1>([row(r)], [act(t)])[0][0]);
+            }
+        }
+        return;
+    }
+    for tb in (0..n).step_by(TOKEN_BLOCK) {
+        let te = (tb + TOKEN_BLOCK).min(n);
+        let mut r = rows.start;
+        while r + 2 <= rows.end {
+            let w2 = [row(r), row(r + 1)];
+            let mut t = tb;
+            while t + 4 <= te {
+                let o = K::tile::<2, 4>(w2, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+                for (i, vs) in o.iter().enumerate() {
+                    for (k, v) in vs.iter().enumerate() {
+                        put(r + i, t + k, *v);
+                    }
+                }
+                t += 4;
+            }
+            for t in t..te {
+                let o = K::tile::<2, 1>(w2, [act(t)]);
+                put(r, t, o[0][0]);
+                put(r + 1, t, o[1][0]);
+            }
+            r += 2;
+        }
+        if r < rows.end {
+            let w1 = [row(r)];
+            let mut t = tb;
+            while t + 4 <= te {
+                let o = K::tile::<1, 4>(w1, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+                for (k, v) in o[0].iter().enumerate() {
+                    put(r, t + k, *v);
+                }
+                t += 4;
+            }
+            for t in t..te {
+                put(r, t, K::tile::<1, 1>(w1, [act(t)])[0][0]);
+            }
+        }
+    }
+}
