@@ -35,6 +35,11 @@ bench: ## Benchmark the engine
 bench-cluster: ## Benchmark 1 vs 3 local agents (tok/s, TTFT, hop latency)
 	cargo run --release -p agent --bin agent -- bench
 
+.PHONY: bench-matrix
+bench-matrix: ## Engine vs llama.cpp over shapes x quantizations (BENCH_MATRIX_ARGS="--shapes smollm2-135m,1b --rounds 3 --markdown")
+	bash scripts/llama-cpp.sh build
+	eval "$$(bash scripts/llama-cpp.sh env)" && "$$PY" scripts/bench-matrix.py $(BENCH_MATRIX_ARGS)
+
 model: ## Fetch the default model into ~/.cache/distributed-llm/models
 	cargo run --release -q -p engine --bin fetch-model
 
