@@ -88,12 +88,11 @@ pub(super) fn detokenize(
     unparse_special: bool,
 ) -> Vec<u8> {
     let mut remove_space = vocab.add_space_prefix;
-    if remove_special && vocab.add_bos && ids.first().is_some() && ids.first().copied() == vocab.bos
-    {
+    if remove_special && vocab.add_bos && !ids.is_empty() && ids.first().copied() == vocab.bos {
         remove_space = false;
         ids = &ids[1..];
     }
-    if remove_special && vocab.add_eos && ids.last().is_some() && ids.last().copied() == vocab.eos {
+    if remove_special && vocab.add_eos && !ids.is_empty() && ids.last().copied() == vocab.eos {
         ids = &ids[..ids.len() - 1];
     }
     let mut text = Vec::new();

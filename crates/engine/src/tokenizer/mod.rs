@@ -36,7 +36,7 @@ pub enum Kind {
 }
 
 enum Model {
-    Bpe(bpe::Bpe),
+    Bpe(Box<bpe::Bpe>),
     Spm,
 }
 
@@ -80,7 +80,7 @@ impl Tokenizer {
                     clean_spaces: p.clean_spaces,
                 };
                 let vocab = Vocab::load(meta, d)?;
-                let model = Model::Bpe(bpe::Bpe::new(meta, &vocab, &p)?);
+                let model = Model::Bpe(Box::new(bpe::Bpe::new(meta, &vocab, &p)?));
                 ((vocab, model, Kind::Bpe), Some(p.name))
             }
             "llama" => {
@@ -94,10 +94,12 @@ impl Tokenizer {
                 };
                 ((Vocab::load(meta, d)?, Model::Spm, Kind::Spm), None)
             }
-            other => return Err(EngineError::Tokenizer(format!(
+            other => {
+                return Err(EngineError::Tokenizer(format!(
                 "tokenizer model '{other}' (tokenizer.ggml.model) is not supported; supported: {}",
                 SUPPORTED_MODELS.join(", ")
-            ))),
+            )))
+            }
         };
         let (vocab, model, kind) = tok;
         let pieces = decode::pieces(&vocab, kind);

@@ -249,7 +249,7 @@ impl Vocab {
         // o200k_harmony / solar-open: "<|end|>" ends a message, not the generation
         if let Some(end) = find(&eog, "<|end|>") {
             let call = has(&eog, "<|call|>") || has(&eog, "<|calls|>");
-            if (has(&eog, "<|return|>") && call) || (call && has(&eog, "<|flush|>")) {
+            if call && (has(&eog, "<|return|>") || has(&eog, "<|flush|>")) {
                 eog.remove(&end);
                 self.attrs[end as usize] = attr::USER_DEFINED;
             }
