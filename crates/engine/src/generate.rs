@@ -207,7 +207,7 @@ impl Generator {
             if out.is_empty() {
                 ttft = start.elapsed();
             }
-            if tok == self.tokenizer.eos() {
+            if self.tokenizer.is_eog(tok) {
                 finish = FinishReason::Stop;
                 break;
             }
