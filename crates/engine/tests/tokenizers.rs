@@ -9,7 +9,7 @@
 //! cheap after the first run). A missing fixture fails the test, never skips it.
 
 use candle_core::quantized::gguf_file::Content;
-use engine::Tokenizer;
+use engine::{ChatMessage, ChatTemplate, Tokenizer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -82,10 +82,13 @@ fn vocab_file(dir: &Path, from: &str) -> PathBuf {
     p
 }
 
-fn tokenizer(path: &Path) -> Tokenizer {
+fn metadata(path: &Path) -> Content {
     let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let content = Content::read(&mut f).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Tokenizer::from_metadata(&content.metadata)
+    Content::read(&mut f).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn tokenizer(path: &Path) -> Tokenizer {
+    Tokenizer::from_metadata(&metadata(path).metadata)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -270,5 +273,87 @@ fn unsupported_tokenizers_are_named() {
     assert!(
         err.contains("'nonesuch'") && err.contains("llama-bpe") && err.contains("qwen2"),
         "{err}"
+    );
+}
+
+/// Every family's chat template (from the fixture GGUF) renders and tokenizes exactly as
+/// the reference did: jinja2 render, then `llama_tokenize(add_special=false,
+/// parse_special=true)`; `encode` adds BOS on top only where the model asks for it and
+/// the template did not write it (what llama-server does).
+#[test]
+fn chat_prompts_render_and_tokenize_like_the_reference() {
+    use candle_core::quantized::gguf_file::Value as V;
+    let dir = fixtures();
+    let manifest = read_json(&dir.join("manifest.json"));
+    let (mut families, mut prompts) = (0, 0);
+    for m in manifest["models"].as_array().unwrap() {
+        if m["type"] != "F16" {
+            continue;
+        }
+        let file = m["file"].as_str().unwrap();
+        let content = metadata(&dir.join(file));
+        let tok = Tokenizer::from_metadata(&content.metadata).unwrap();
+        let Some(V::String(source)) = content.metadata.get("tokenizer.chat_template") else {
+            panic!("{file}: no tokenizer.chat_template");
+        };
+        let text_of =
+            |id: Option<u32>| id.map(|i| String::from_utf8_lossy(tok.piece(i)).into_owned());
+        let template = ChatTemplate::new(
+            &source,
+            text_of(tok.bos()).unwrap_or_default(),
+            text_of(Some(tok.eos())).unwrap_or_default(),
+        )
+        .unwrap();
+        template.set_now(Some(1_721_952_000)); // 26 Jul 2024, the reference's fixed date
+        let reference = read_json(&dir.join(m["reference"].as_str().unwrap()));
+        families += 1;
+        for case in reference["cases"].as_array().unwrap() {
+            let Some(messages) = case.get("messages") else {
+                continue;
+            };
+            let messages: Vec<ChatMessage> = messages
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| ChatMessage::from_json(m.clone()).unwrap())
+                .collect();
+            if let Some(why) = case["skipped"].as_str() {
+                // the template refused the conversation (Gemma 2 and a system message)
+                let err = template.render(&messages, true).unwrap_err().to_string();
+                assert!(err.contains(why), "{file}: {err}");
+                continue;
+            }
+            let text = template.render(&messages, true).unwrap();
+            assert_eq!(
+                text,
+                case["prompt_text"].as_str().unwrap(),
+                "{file}: {}",
+                case["name"]
+            );
+            let want = ids(&case["prompt_tokens"]);
+            assert_eq!(
+                tok.tokenize(&text, false, true).unwrap(),
+                want,
+                "{file}: {}",
+                case["name"]
+            );
+            let bos_written = tok.bos().is_some_and(|b| want.first() == Some(&b));
+            let mut expected = want.clone();
+            if tok.add_bos() && !bos_written {
+                expected.insert(0, tok.bos().unwrap());
+            }
+            assert_eq!(
+                tok.encode(&text).unwrap(),
+                expected,
+                "{file}: {}",
+                case["name"]
+            );
+            prompts += 1;
+        }
+    }
+    println!("{prompts} chat prompts of {families} families rendered and tokenized exactly");
+    assert!(
+        families >= 8 && prompts >= 16,
+        "{families} families, {prompts} prompts"
     );
 }
