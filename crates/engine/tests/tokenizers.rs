@@ -299,7 +299,7 @@ fn chat_prompts_render_and_tokenize_like_the_reference() {
         let text_of =
             |id: Option<u32>| id.map(|i| String::from_utf8_lossy(tok.piece(i)).into_owned());
         let template = ChatTemplate::new(
-            &source,
+            source,
             text_of(tok.bos()).unwrap_or_default(),
             text_of(Some(tok.eos())).unwrap_or_default(),
         )
