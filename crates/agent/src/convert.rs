@@ -48,6 +48,7 @@ pub fn sampling_from_proto(
             .map(|v| v as usize)
             .unwrap_or(default_max_tokens),
         stop: p.stop.clone(),
+        ..d
     }
 }
 
@@ -60,6 +61,7 @@ pub fn resources_to_proto(r: &Resources) -> pb::Resources {
         memory_used_bytes: r.memory_used,
         memory_available_bytes: r.memory_available,
         gpus: r.gpus.iter().map(gpu_to_proto).collect(),
+        cpu_limit_cores: r.cpu_limit as f32,
     }
 }
 
@@ -109,6 +111,8 @@ pub fn member_to_proto(m: &MemberView) -> pb::Member {
                         ..Default::default()
                     })
                     .collect(),
+                // Not gossiped: live CPU figures come from the member's own NodeService.
+                cpu_limit_cores: 0.0,
             }),
             models: m.models.clone(),
             layers: Some(range_to_proto(m.layers.as_ref())),

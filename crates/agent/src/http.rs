@@ -137,8 +137,10 @@ async fn health(State(s): State<AppState>) -> Response {
         "status": if ok { "ok" } else { "unhealthy" },
         "message": msg,
         "node_id": s.node_id,
-        "layers": s.local_range().map(|r| [r.start, r.end]),
-        "plan_version": s.view().plan.map(|p| p.version),
+        // People read this: the same spellings as the logs and the TUI.
+        "layers": s.local_range().map(|r| crate::view::fmt_layers(&r)),
+        "plan": s.view().plan.map(|p| crate::view::fmt_plan(p.version)),
+        "uptime_seconds": s.started.elapsed().as_secs(),
     });
     let code = if ok {
         StatusCode::OK
@@ -213,6 +215,7 @@ async fn chat_completions(
         seed: v.seed,
         max_tokens: v.max_tokens as usize,
         stop: v.stop.clone(),
+        ..Default::default()
     };
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let gen = GenRequest {
