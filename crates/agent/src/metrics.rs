@@ -97,6 +97,35 @@ impl PeerStats {
 
 const HOP_WINDOW: usize = 512;
 
+/// The stage compute histogram, plus the number of its observations (pipeline steps run
+/// on this agent's layers) for the gRPC snapshot: prometheus-client has no count getter.
+#[derive(Clone, Debug)]
+pub struct StepHistogram {
+    hist: Histogram,
+    steps: std::sync::Arc<AtomicU64>,
+}
+
+impl StepHistogram {
+    fn new() -> Self {
+        Self {
+            hist: latency_histogram(),
+            steps: Default::default(),
+        }
+    }
+
+    /// Record one step's compute time.
+    pub fn observe(&self, seconds: f64) {
+        self.hist.observe(seconds);
+        self.steps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Steps recorded so far.
+    pub fn count(&self) -> u64 {
+        self.steps.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// All metrics of one agent, plus the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
@@ -105,6 +134,7 @@ pub struct Metrics {
     pub node_health: Gauge,
     pub cpu_cores: Gauge,
     pub cpu_usage_percent: FGauge,
+    pub cpu_limit: FGauge,
     pub memory_total: Gauge,
     pub memory_used: Gauge,
     pub memory_available: Gauge,
@@ -125,7 +155,7 @@ pub struct Metrics {
     pub tokens_generated: Counter,
     pub prompt_tokens: Counter,
     pub tokens_per_second: FGauge,
-    pub stage_forward: Histogram,
+    pub stage_forward: StepHistogram,
     pub pipeline_sessions: Gauge,
     pub pipeline_recoveries: Counter,
     pub queued_requests: Gauge,
@@ -153,6 +183,7 @@ impl Metrics {
             node_health: Gauge::default(),
             cpu_cores: Gauge::default(),
             cpu_usage_percent: FGauge::default(),
+            cpu_limit: FGauge::default(),
             memory_total: Gauge::default(),
             memory_used: Gauge::default(),
             memory_available: Gauge::default(),
@@ -173,7 +204,7 @@ impl Metrics {
             tokens_generated: Counter::default(),
             prompt_tokens: Counter::default(),
             tokens_per_second: FGauge::default(),
-            stage_forward: latency_histogram(),
+            stage_forward: StepHistogram::new(),
             pipeline_sessions: Gauge::default(),
             pipeline_recoveries: Counter::default(),
             queued_requests: Gauge::default(),
@@ -195,8 +226,13 @@ impl Metrics {
         reg!("node_cpu_cores", "Logical CPU cores", m.cpu_cores);
         reg!(
             "node_cpu_usage_percent",
-            "Machine CPU use, 0-100",
+            "CPU use of this agent's process as a percentage of the CPUs it may use, 0-100",
             m.cpu_usage_percent
+        );
+        reg!(
+            "node_cpu_limit_cores",
+            "CPUs this agent may use: its cgroup CPU quota, else its logical cores",
+            m.cpu_limit
         );
         reg!(
             "node_memory_total_bytes",
@@ -297,7 +333,7 @@ impl Metrics {
         reg!(
             "stage_forward_seconds",
             "Compute time of this agent's layers per step",
-            m.stage_forward
+            m.stage_forward.hist
         );
         reg!(
             "pipeline_sessions",
@@ -372,6 +408,7 @@ impl Metrics {
     pub fn set_resources(&self, r: &Resources) {
         self.cpu_cores.set(i64::from(r.cpu_cores));
         self.cpu_usage_percent.set(r.cpu_usage_percent);
+        self.cpu_limit.set(r.cpu_limit);
         self.memory_total.set(r.memory_total as i64);
         self.memory_used.set(r.memory_used as i64);
         self.memory_available.set(r.memory_available as i64);

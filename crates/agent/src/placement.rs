@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::membership::{plan, LocalAdvert, Membership};
 use crate::state::AgentState;
-use crate::view::{ClusterView, Liveness};
+use crate::view::{fmt_layers, ClusterView, Liveness};
 
 /// Quantise bytes to 64 MiB so small fluctuations do not change the plan.
 fn quantise(bytes: u64) -> u64 {
@@ -91,8 +91,8 @@ pub async fn placement_loop(
         let plan_version = view.plan.as_ref().map(|p| p.version).unwrap_or(0);
         if plan_version != last_plan {
             tracing::info!(
-                version = plan_version,
-                plan = %describe(&view),
+                plan = %crate::view::fmt_plan(plan_version),
+                layers = %describe(&view),
                 "placement plan changed"
             );
             last_plan = plan_version;
@@ -123,12 +123,16 @@ pub async fn placement_loop(
             if handle.is_finished() {
                 match handle.await {
                     Ok(Ok(stage)) => {
-                        tracing::info!("loaded layers {}..{}", range.start, range.end);
+                        tracing::info!("loaded layers {}", fmt_layers(&range));
                         *state.stage.write().unwrap_or_else(|p| p.into_inner()) =
                             Some(Arc::new(stage));
                     }
-                    Ok(Err(e)) => tracing::error!("loading layers {range:?} failed: {e}"),
-                    Err(e) => tracing::error!("loading layers {range:?} panicked: {e}"),
+                    Ok(Err(e)) => {
+                        tracing::error!("loading layers {} failed: {e}", fmt_layers(&range))
+                    }
+                    Err(e) => {
+                        tracing::error!("loading layers {} panicked: {e}", fmt_layers(&range))
+                    }
                 }
             } else {
                 loading = Some((range, handle));
@@ -142,7 +146,7 @@ pub async fn placement_loop(
                 if !busy_with_it && loading.is_none() {
                     let path = state.model.path.clone();
                     let (s, e) = (want.start, want.end);
-                    tracing::info!("loading layers {s}..{e}");
+                    tracing::info!("loading layers {}", fmt_layers(want));
                     loading = Some((
                         want.clone(),
                         tokio::task::spawn_blocking(move || {
@@ -191,7 +195,7 @@ fn describe(view: &ClusterView) -> String {
         Some(p) => p
             .slices
             .iter()
-            .map(|s| format!("{}:{}..{}", s.node_id, s.range.start, s.range.end))
+            .map(|s| format!("{}:{}", s.node_id, fmt_layers(&s.range)))
             .collect::<Vec<_>>()
             .join(" "),
     }

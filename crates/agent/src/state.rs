@@ -156,14 +156,17 @@ impl AgentState {
         if !plan.is_complete() {
             return (
                 false,
-                format!("plan v{} does not cover the model", plan.version),
+                format!(
+                    "plan {} does not cover the model",
+                    crate::view::fmt_plan(plan.version)
+                ),
             );
         }
         let held = self.local_range();
         match plan.slice_of(&self.node_id) {
             Some(s) if held.as_ref() != Some(&s.range) => (
                 false,
-                format!("loading layers {}..{}", s.range.start, s.range.end),
+                format!("loading layers {}", crate::view::fmt_layers(&s.range)),
             ),
             None if held.is_none() => (
                 true,

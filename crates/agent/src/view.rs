@@ -3,6 +3,18 @@
 
 use std::ops::Range;
 
+/// A layer range as written for people everywhere (logs, `/health`, errors, the TUI):
+/// half-open, `[0,10)` = layers 0 to 9.
+pub fn fmt_layers(r: &Range<usize>) -> String {
+    proto::fmt_layers(r.start as u64, r.end as u64)
+}
+
+/// A plan version as written for people everywhere (logs, `/health`, the TUI): 16 hex
+/// digits. (Prometheus has the low 53 bits as a number; `/v1/cluster` the full u64.)
+pub fn fmt_plan(version: u64) -> String {
+    proto::fmt_plan(version)
+}
+
 /// Liveness of a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {
@@ -136,14 +148,10 @@ pub fn route(
         None => "no placement plan yet".to_string(),
     })?;
     if !plan.is_complete() {
-        let gaps: Vec<String> = plan
-            .gaps()
-            .iter()
-            .map(|g| format!("{}..{}", g.start, g.end))
-            .collect();
+        let gaps: Vec<String> = plan.gaps().iter().map(fmt_layers).collect();
         return Err(format!(
-            "plan v{} does not cover layers {} of {}",
-            plan.version,
+            "plan {} does not cover layers {} of {}",
+            fmt_plan(plan.version),
             gaps.join(", "),
             plan.n_layers
         ));
@@ -160,8 +168,9 @@ pub fn route(
         };
         if !ready {
             missing.push(format!(
-                "layers {}..{} (planned on {}, not loaded yet)",
-                s.range.start, s.range.end, s.node_id
+                "layers {} (planned on {}, not loaded yet)",
+                fmt_layers(&s.range),
+                s.node_id
             ));
         }
         hops.push(RouteHop {
@@ -240,7 +249,7 @@ mod tests {
             plan_error: None,
         };
         let e = route(&view, "a", Some(0..10)).unwrap_err();
-        assert!(e.contains("10..30"), "{e}");
+        assert!(e.contains("layers [10,30) (planned on b"), "{e}");
         let view = ClusterView {
             members: vec![member("b", Some(10..30), Liveness::Dead)],
             ..view
@@ -256,7 +265,14 @@ mod tests {
             plan_error: None,
         };
         let e = route(&view, "a", Some(0..10)).unwrap_err();
-        assert!(e.contains("10..12"), "{e}");
+        assert!(e.contains("does not cover layers [10,12) of 30"), "{e}");
         assert!(!plan(&[("a", 0..10)]).is_complete());
+    }
+
+    #[test]
+    fn ranges_and_plans_have_one_spelling() {
+        assert_eq!(fmt_layers(&(0..10)), "[0,10)");
+        assert_eq!(fmt_plan(0x1f), "000000000000001f");
+        assert_eq!(fmt_plan(u64::MAX), "ffffffffffffffff");
     }
 }

@@ -35,6 +35,25 @@ pub const SERVICE_NAMES: [&str; 3] = [
     "distributed_llm.v1.PipelineService",
 ];
 
+/// A layer range as people see it everywhere (TUI, `/health`, logs, docs): half-open,
+/// `[0,10)` = layers 0 to 9, so neighbours `[0,10)` `[10,20)` never look overlapping.
+pub fn fmt_layers(start: u64, end: u64) -> String {
+    format!("[{start},{end})")
+}
+
+/// A plan version as people see it everywhere (TUI, `/health`, logs): 16 hex digits.
+/// (Prometheus carries its low 53 bits as a number, `/v1/cluster` the whole u64.)
+pub fn fmt_plan(version: u64) -> String {
+    format!("{version:016x}")
+}
+
+impl std::fmt::Display for v1::LayerRange {
+    /// `[start,end)`, as [`fmt_layers`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&fmt_layers(self.start.into(), self.end.into()))
+    }
+}
+
 impl v1::LayerRange {
     /// Number of layers in the range (0 when empty or inverted).
     pub fn len(&self) -> u32 {

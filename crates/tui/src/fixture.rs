@@ -24,6 +24,7 @@ pub fn info(n: u32, layers: (u32, u32)) -> pb::NodeInfo {
             memory_used_bytes: 6 * GIB,
             memory_available_bytes: 18 * GIB,
             gpus: vec![],
+            cpu_limit_cores: 2.0,
         }),
         layers: Some(pb::LayerRange {
             start: layers.0,
@@ -31,36 +32,51 @@ pub fn info(n: u32, layers: (u32, u32)) -> pb::NodeInfo {
         }),
         models: vec!["SmolLM2-135M-Instruct.Q4_1".into()],
         healthy: true,
-        generation: 1,
+        generation: STARTED_MS,
+        uptime_seconds: 3723,
         plan_version: 77,
         ..Default::default()
     }
 }
 
-/// A metrics snapshot of `agent-N` at `t_ms`.
+/// Start time of the fixture's agents (2025-11-24 14:03:27 UTC), their generation.
+pub const STARTED_MS: u64 = 1_763_993_007_000;
+
+/// A metrics snapshot of `agent-N` at `t_ms` while agent-2 is the entry of a request
+/// generating 20 tokens/s: every stage runs 20 steps/s; agent-2 calls agent-1 and
+/// agent-3 (sending `sent` bytes to each so far, getting half of it back); agent-1 and
+/// agent-3 only serve agent-2 (`round_trips` 0: the same links seen from the other end).
 pub fn metrics(n: u32, t_ms: u64, cpu: f32, sent: u64) -> pb::MetricsSnapshot {
+    let peer = |id: u32, round_trips: u64| pb::PeerNetworkStats {
+        peer_id: format!("agent-{id}"),
+        bytes_sent: sent,
+        bytes_received: sent / 2,
+        messages_sent: 10,
+        messages_received: 10,
+        hop_latency_ms_avg: if round_trips > 0 { 2.5 } else { 0.0 },
+        hop_latency_ms_p50: if round_trips > 0 { 2.0 } else { 0.0 },
+        hop_latency_ms_p99: if round_trips > 0 { 9.0 } else { 0.0 },
+        round_trips,
+    };
     pb::MetricsSnapshot {
         node_id: format!("agent-{n}"),
         timestamp_ms: t_ms,
         cpu_usage_percent: cpu,
         memory_used_bytes: (6 + n as u64) * GIB,
         memory_total_bytes: 24 * GIB,
-        requests_in_flight: n - 1,
-        tokens_generated_total: 100,
+        requests_in_flight: u32::from(n == 2),
+        tokens_generated_total: if n == 2 { t_ms / 50 } else { 0 },
         tokens_per_second: 40.0 + n as f64,
         ttft_last_ms: 120.0,
         cpu_cores: 2,
+        cpu_limit_cores: 2.0,
         layers: None,
-        peers: vec![pb::PeerNetworkStats {
-            peer_id: format!("agent-{}", n % 3 + 1),
-            bytes_sent: sent,
-            bytes_received: sent / 2,
-            messages_sent: 10,
-            messages_received: 10,
-            hop_latency_ms_avg: 2.5,
-            hop_latency_ms_p50: 2.0,
-            hop_latency_ms_p99: 9.0,
-        }],
+        stage_steps_total: t_ms / 50,
+        peers: if n == 2 {
+            vec![peer(1, t_ms / 50), peer(3, t_ms / 50)]
+        } else {
+            vec![peer(2, 0)]
+        },
         ..Default::default()
     }
 }
@@ -77,7 +93,7 @@ pub fn member(i: &pb::NodeInfo, state: pb::MemberState) -> pb::Member {
             models: i.models.clone(),
             layers: i.layers,
             healthy: true,
-            generation: 1,
+            generation: STARTED_MS,
             version: "0.1.0".into(),
             plan_version: 77,
         }),

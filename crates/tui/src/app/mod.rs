@@ -10,7 +10,7 @@ use proto::v1 as pb;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 pub use chat::{Chat, Settings, Turn, MAX_TOKENS, TEMPERATURES, TOP_P};
-pub use cluster::{Cluster, NodeView, PeerRate, Status, HISTORY};
+pub use cluster::{Cluster, Link, NodeView, Rate, Status, HISTORY, RATE_WINDOW_MS};
 
 use crate::client::Update;
 

@@ -103,9 +103,72 @@ fn fixture_statuses_follow_reachability_and_gossip() {
     assert_eq!(st, vec![Status::Alive, Status::Alive, Status::Dead]);
     let n1 = &app.cluster.nodes["agent-1"];
     assert_eq!(n1.cpu_hist.len(), 2);
-    // 4096 bytes more in one second.
-    assert_eq!(n1.peer_rates["agent-2"].sent_per_s, 4096.0);
-    assert_eq!(n1.peer_rates["agent-2"].recv_per_s, 2048.0);
+    // agent-2 called agent-1: 8192 bytes more in one second, half of it back.
+    let n2 = &app.cluster.nodes["agent-2"];
+    assert_eq!(n2.links["agent-1"].out_bytes.per_second(), 8192.0);
+    assert_eq!(n2.links["agent-1"].back_bytes.per_second(), 4096.0);
+    assert_eq!(n2.links["agent-1"].steps.per_second(), 20.0);
+    // agent-1 only served agent-2: the same link from the other end, not a second one.
+    assert!(n1.links.is_empty(), "{:?}", n1.links);
+    // Every stage has a figure, the middle one too; only the entry generates tokens.
+    assert_eq!(n1.steps_per_second(), 20.0);
+    assert_eq!(n2.steps_per_second(), 20.0);
+    assert_eq!(n2.tokens_per_second(), 20.0);
+    assert_eq!(n1.tokens_per_second(), 0.0);
+}
+
+#[test]
+fn rate_is_over_a_window_and_falls_to_zero_when_idle() {
+    let mut r = Rate::default();
+    // 40 tokens/s for 5 s, polled every second.
+    for s in 0..=5u64 {
+        r.push(1000 * s, 40 * s);
+    }
+    assert_eq!(r.per_second(), 40.0);
+    assert_eq!(r.last_interval(), 40.0);
+    // Idle: the counter stays at 200. One second later the window still holds some of
+    // the request (falling), after the window it is exactly 0.
+    r.push(6000, 200);
+    assert!(r.per_second() > 0.0 && r.per_second() < 40.0, "{r:?}");
+    assert_eq!(r.last_interval(), 0.0);
+    r.push(7000, 200);
+    r.push(8000, 200);
+    assert_eq!(r.per_second(), 0.0, "{r:?}");
+    // A counter that goes back (the agent restarted) starts afresh, no negative rate.
+    r.push(9000, 3);
+    assert_eq!(r.per_second(), 0.0);
+    r.push(10_000, 13);
+    assert_eq!(r.per_second(), 10.0);
+    // The same snapshot twice changes nothing.
+    r.push(10_000, 13);
+    assert_eq!(r.per_second(), 10.0);
+}
+
+#[test]
+fn idle_node_figures_fall_to_zero() {
+    let mut app = fixture::app();
+    let now = Instant::now();
+    let i = fixture::info(2, (10, 20));
+    // The request ended at t=2000: the counters stop (snapshots as at 2000, later times).
+    for t in [3000u64, 4000, 5000] {
+        let mut m = fixture::metrics(2, 2000, 5.0, 4096);
+        m.timestamp_ms = t;
+        app.on_update(
+            Update::Node {
+                addr: i.api_addr.clone(),
+                info: Box::new(i.clone()),
+                metrics: Box::new(m),
+            },
+            now,
+        );
+    }
+    let n2 = &app.cluster.nodes["agent-2"];
+    assert_eq!(n2.tokens_per_second(), 0.0);
+    assert_eq!(n2.steps_per_second(), 0.0);
+    assert_eq!(n2.links["agent-1"].out_bytes.per_second(), 0.0);
+    assert_eq!(n2.steps_hist.back(), Some(&0), "{:?}", n2.steps_hist);
+    // The last request's speed (the agent's gauge) is not what the live figure shows.
+    assert!(n2.metrics.as_ref().unwrap().tokens_per_second > 40.0);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Cluster view: the layer plan as one bar over all layers, coloured by agent, and
-//! per-hop network figures between agents.
+//! the pipeline links a token travels with their latency and traffic.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use super::{dim, fmt_bytes, header, node_color, status_style};
+use super::{dim, fit_widths, fmt_bytes, fmt_rate, header, node_color, status_style};
 use crate::app::App;
 
 /// Draw the Cluster view into `area`.
@@ -47,8 +47,10 @@ fn draw_plan(f: &mut Frame, app: &App, area: Rect) {
         return;
     };
     let block = Block::bordered().title(format!(
-        " Layer plan · {} · {} layers · v{:x} ",
-        plan.model, plan.n_layers, plan.version
+        " Layer plan · {} · {} layers · plan {} ",
+        plan.model,
+        plan.n_layers,
+        proto::fmt_plan(plan.version)
     ));
     let inner = block.inner(area);
     f.render_widget(block, area);
@@ -66,16 +68,29 @@ fn draw_plan(f: &mut Frame, app: &App, area: Rect) {
         })
         .collect();
     let mut lines = vec![Line::from(bar), scale(plan.n_layers, inner.width)];
+    let id_w = plan
+        .assignments
+        .iter()
+        .map(|a| a.node_id.chars().count())
+        .max()
+        .unwrap_or(0);
+    let range_w = plan
+        .assignments
+        .iter()
+        .map(|a| proto::fmt_layers(a.start.into(), a.end.into()).len())
+        .max()
+        .unwrap_or(0);
     for (a, c) in plan.assignments.iter().zip(&colors) {
         let st = app.cluster.nodes.get(&a.node_id).map(|n| n.status());
+        let n = a.end.saturating_sub(a.start);
         let mut spans = vec![
             Span::styled("■ ", Style::new().fg(*c)),
-            Span::styled(format!("{:<12}", a.node_id), Style::new().fg(*c)),
+            Span::styled(format!("{:<id_w$}", a.node_id), Style::new().fg(*c)),
             Span::raw(format!(
-                " {:>2}-{:<2} ({:>2}) ",
-                a.start,
-                a.end,
-                a.end.saturating_sub(a.start)
+                "  {:<range_w$} {:>3} layer{} ",
+                proto::fmt_layers(a.start.into(), a.end.into()),
+                n,
+                if n == 1 { " " } else { "s" }
             )),
         ];
         if let Some(st) = st {
@@ -105,53 +120,82 @@ fn scale(n_layers: u32, width: u16) -> Line<'static> {
     dim(s.into_iter().collect::<String>())
 }
 
+/// Header of the links table.
+const LINK_COLUMNS: [&str; 9] = [
+    "FROM", "TO STAGE", "STEP/S", "AVG", "P50", "P99", "OUT/S", "BACK/S", "TOTAL",
+];
+
+/// The pipeline links a token travels, as the agents report them: one row per link an
+/// agent called (it sent steps to the peer's stage and timed the answers), in layer
+/// order of the stage called. Links only ever served, and idle rates, are not noise
+/// rows: rates read `-` when nothing moved in the last few seconds.
 fn draw_network(f: &mut Frame, app: &App, area: Rect) {
-    let mut rows = Vec::new();
+    let start_of = |id: &str| {
+        app.cluster
+            .plan
+            .as_ref()
+            .and_then(|p| p.assignments.iter().find(|a| a.node_id == id))
+            .map(|a| (a.start, a.end))
+    };
+    let mut links = Vec::new();
     for n in app.cluster.nodes.values() {
         let Some(m) = &n.metrics else { continue };
-        for p in &m.peers {
-            let rate = n.peer_rates.get(&p.peer_id).copied().unwrap_or_default();
-            rows.push(Row::new(vec![
-                Span::styled(n.id.clone(), Style::new().fg(node_color(app, &n.id))),
-                Span::styled(
-                    p.peer_id.clone(),
-                    Style::new().fg(node_color(app, &p.peer_id)),
-                ),
-                Span::raw(format!("{:.1}", p.hop_latency_ms_avg)),
-                Span::raw(format!("{:.1}", p.hop_latency_ms_p50)),
-                Span::raw(format!("{:.1}", p.hop_latency_ms_p99)),
-                Span::raw(format!("{}/s", fmt_bytes(rate.sent_per_s as u64))),
-                Span::raw(format!("{}/s", fmt_bytes(rate.recv_per_s as u64))),
-                Span::raw(fmt_bytes(p.bytes_sent)),
-            ]));
+        for p in m.peers.iter().filter(|p| p.round_trips > 0) {
+            let link = n.links.get(&p.peer_id).cloned().unwrap_or_default();
+            links.push((n.id.clone(), p.clone(), link));
         }
     }
-    let block = Block::bordered().title(" Network · pipeline hops (latency ms) ");
-    if rows.is_empty() {
+    links.sort_by_key(|(from, p, _)| (from.clone(), start_of(&p.peer_id), p.peer_id.clone()));
+    let texts: Vec<Vec<String>> = links
+        .iter()
+        .map(|(from, p, l)| {
+            let to = match start_of(&p.peer_id) {
+                Some((s, e)) => format!("{} {}", p.peer_id, proto::fmt_layers(s.into(), e.into())),
+                None => p.peer_id.clone(),
+            };
+            let bytes = |r: f64| {
+                if r > 0.0 {
+                    format!("{}/s", fmt_bytes(r as u64))
+                } else {
+                    "-".into()
+                }
+            };
+            vec![
+                from.clone(),
+                to,
+                fmt_rate(l.steps.per_second()),
+                format!("{:.1}", p.hop_latency_ms_avg),
+                format!("{:.1}", p.hop_latency_ms_p50),
+                format!("{:.1}", p.hop_latency_ms_p99),
+                bytes(l.out_bytes.per_second()),
+                bytes(l.back_bytes.per_second()),
+                fmt_bytes(p.bytes_sent + p.bytes_received),
+            ]
+        })
+        .collect();
+    let block =
+        Block::bordered().title(" Links a token travels · round trip measured by the caller (ms) ");
+    if texts.is_empty() {
         f.render_widget(
             Paragraph::new(dim(
-                "No pipeline traffic yet: send a chat prompt to see hops.",
+                "No pipeline traffic yet: send a chat prompt to see the links a token travels.",
             ))
             .block(block),
             area,
         );
         return;
     }
-    let widths = [
-        Constraint::Min(8),
-        Constraint::Min(8),
-        Constraint::Length(6),
-        Constraint::Length(6),
-        Constraint::Length(6),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(7),
-    ];
+    let widths = fit_widths(&LINK_COLUMNS, &texts);
+    let rows = links.iter().zip(texts).map(|((from, p, _), cells)| {
+        Row::new(cells.into_iter().enumerate().map(|(i, c)| match i {
+            0 => Span::styled(c, Style::new().fg(node_color(app, from))),
+            1 => Span::styled(c, Style::new().fg(node_color(app, &p.peer_id))),
+            _ => Span::raw(c),
+        }))
+    });
     f.render_widget(
         Table::new(rows, widths)
-            .header(header(&[
-                "FROM", "TO", "AVG", "P50", "P99", "SENT", "RECV", "TOTAL",
-            ]))
+            .header(header(&LINK_COLUMNS))
             .block(block),
         area,
     );

@@ -118,6 +118,76 @@ pub fn fmt_bytes(b: u64) -> String {
     }
 }
 
+/// Column widths fitted to the header and the widest cell of each column: columns
+/// never stretch to fill a wide terminal (ratatui shrinks them when it is narrow).
+pub fn fit_widths(header: &[&str], rows: &[Vec<String>]) -> Vec<Constraint> {
+    (0..header.len())
+        .map(|i| {
+            let w = rows
+                .iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0);
+            Constraint::Length(w as u16)
+        })
+        .collect()
+}
+
+/// A rate for a table cell: one decimal, `-` when nothing moved in the window.
+pub fn fmt_rate(per_s: f64) -> String {
+    if per_s > 0.0 {
+        format!("{per_s:.1}")
+    } else {
+        "-".into()
+    }
+}
+
+/// Seconds as `42s`, `5m03s`, `2h05m`, `3d04h`.
+pub fn fmt_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// When a process of generation `gen` (its start time in Unix ms) started, in UTC:
+/// `14:03:27 UTC` within a day of `now_ms`, else `2025-11-24 14:03 UTC`. Generations
+/// that are not plausible times (before 2001) are shown as `gen N`.
+pub fn fmt_started(gen: u64, now_ms: u64) -> String {
+    if gen < 1_000_000_000_000 {
+        return format!("gen {gen}");
+    }
+    let secs = gen / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    if now_ms.saturating_sub(gen) < 86_400_000 {
+        return format!("{h:02}:{m:02}:{s:02} UTC");
+    }
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y}-{mo:02}-{d:02} {h:02}:{m:02} UTC")
+}
+
+/// Milliseconds since the Unix epoch now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// A bold header line.
 pub fn header(cells: &[&str]) -> ratatui::widgets::Row<'static> {
     ratatui::widgets::Row::new(cells.iter().map(|c| c.to_string()))

@@ -7,7 +7,10 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Cell, Gauge, Paragraph, Row, Sparkline, Table, TableState};
 use ratatui::Frame;
 
-use super::{dim, fmt_bytes, header, node_color, status_style};
+use super::{
+    dim, fit_widths, fmt_bytes, fmt_duration, fmt_rate, fmt_started, header, node_color, now_ms,
+    status_style,
+};
 use crate::app::{App, NodeView};
 
 /// Draw the Nodes view into `area`.
@@ -30,61 +33,65 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     }
 }
 
+/// Header of the nodes table.
+const COLUMNS: [&str; 10] = [
+    "NODE", "STATUS", "ADDRESS", "CPU", "MEMORY", "GPU", "LAYERS", "REQ", "TOK/S", "STEP/S",
+];
+
+/// The cells of one node's row, as text.
+fn row_text(n: &NodeView) -> Vec<String> {
+    let r = n.resources();
+    let m = n.metrics.as_ref().filter(|_| n.reachable);
+    let layers = n
+        .layers()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "-".into());
+    vec![
+        n.id.clone(),
+        n.status().label().to_string(),
+        n.addr.clone(),
+        if n.reachable {
+            format!("{:.0}%", r.cpu_usage_percent)
+        } else {
+            "-".into()
+        },
+        if n.reachable && r.memory_total_bytes > 0 {
+            format!(
+                "{}/{}",
+                fmt_bytes(r.memory_used_bytes),
+                fmt_bytes(r.memory_total_bytes)
+            )
+        } else {
+            "-".into()
+        },
+        r.gpus.len().to_string(),
+        layers,
+        m.map(|m| m.requests_in_flight.to_string())
+            .unwrap_or_else(|| "-".into()),
+        m.map(|_| fmt_rate(n.tokens_per_second()))
+            .unwrap_or_else(|| "-".into()),
+        m.map(|_| fmt_rate(n.steps_per_second()))
+            .unwrap_or_else(|| "-".into()),
+    ]
+}
+
 fn draw_table(f: &mut Frame, app: &App, area: Rect) {
-    let rows = app.cluster.nodes.values().map(|n| {
-        let r = n.resources();
+    let texts: Vec<Vec<String>> = app.cluster.nodes.values().map(row_text).collect();
+    let widths = fit_widths(&COLUMNS, &texts);
+    let rows = app.cluster.nodes.values().zip(texts).map(|(n, cells)| {
         let st = n.status();
-        let m = n.metrics.as_ref().filter(|_| n.reachable);
-        let layers = n
-            .layers()
-            .filter(|l| !l.is_empty())
-            .map(|l| format!("{}-{}", l.start, l.end))
-            .unwrap_or_else(|| "-".into());
-        Row::new(vec![
-            Cell::from(n.id.clone()).style(Style::new().fg(node_color(app, &n.id))),
-            Cell::from(st.label()).style(status_style(st)),
-            Cell::from(n.addr.clone()),
-            Cell::from(if n.reachable {
-                format!("{:.0}%", r.cpu_usage_percent)
-            } else {
-                "-".into()
-            }),
-            Cell::from(if n.reachable && r.memory_total_bytes > 0 {
-                format!(
-                    "{}/{}",
-                    fmt_bytes(r.memory_used_bytes),
-                    fmt_bytes(r.memory_total_bytes)
-                )
-            } else {
-                "-".into()
-            }),
-            Cell::from(r.gpus.len().to_string()),
-            Cell::from(layers),
-            Cell::from(
-                m.map(|m| m.requests_in_flight.to_string())
-                    .unwrap_or_else(|| "-".into()),
-            ),
-            Cell::from(
-                m.map(|m| format!("{:.1}", m.tokens_per_second))
-                    .unwrap_or_else(|| "-".into()),
-            ),
-        ])
+        Row::new(cells.into_iter().enumerate().map(|(i, c)| {
+            let cell = Cell::from(c);
+            match i {
+                0 => cell.style(Style::new().fg(node_color(app, &n.id))),
+                1 => cell.style(status_style(st)),
+                _ => cell,
+            }
+        }))
     });
-    let widths = [
-        Constraint::Min(8),
-        Constraint::Length(7),
-        Constraint::Min(15),
-        Constraint::Length(4),
-        Constraint::Length(11),
-        Constraint::Length(3),
-        Constraint::Length(6),
-        Constraint::Length(3),
-        Constraint::Length(6),
-    ];
     let table = Table::new(rows, widths)
-        .header(header(&[
-            "NODE", "STATUS", "ADDRESS", "CPU", "MEMORY", "GPU", "LAYERS", "REQ", "TOK/S",
-        ]))
+        .header(header(&COLUMNS))
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
         .block(Block::bordered().title(format!(" Nodes ({}) ", app.cluster.nodes.len())));
@@ -97,8 +104,10 @@ fn draw_detail(f: &mut Frame, app: &App, n: &NodeView, area: Rect) {
     let mut title = format!(" {} · {} ", n.id, n.status().label());
     if let Some(i) = &n.info {
         title.push_str(&format!(
-            "· v{} · gen {} · up {}s ",
-            i.version, i.generation, i.uptime_seconds
+            "· v{} · started {} · up {} ",
+            i.version,
+            fmt_started(i.generation, now_ms()),
+            fmt_duration(i.uptime_seconds)
         ));
     }
     let block = Block::bordered()
@@ -133,14 +142,14 @@ fn draw_detail(f: &mut Frame, app: &App, n: &NodeView, area: Rect) {
         let r = n.resources();
         let gpus: Vec<String> = r.gpus.iter().map(|g| g.name.clone()).collect();
         dim(format!(
-            "{} cores · GPUs: {} · plan v{:x}",
-            r.cpu_cores,
+            "{} · GPUs: {} · plan {}",
+            cpus(&r),
             if gpus.is_empty() {
                 "none".into()
             } else {
                 gpus.join(", ")
             },
-            n.info.as_ref().map(|i| i.plan_version).unwrap_or(0)
+            proto::fmt_plan(n.info.as_ref().map(|i| i.plan_version).unwrap_or(0))
         ))
     };
     f.render_widget(Paragraph::new(note), notes);
@@ -152,7 +161,11 @@ fn draw_detail(f: &mut Frame, app: &App, n: &NodeView, area: Rect) {
     f.render_widget(
         Gauge::default()
             .ratio(cpu)
-            .label(format!("CPU {:.0}%", r.cpu_usage_percent))
+            .label(format!(
+                "CPU {:.0}% of {}",
+                r.cpu_usage_percent,
+                limit_label(&r)
+            ))
             .gauge_style(Style::new().fg(Color::Green).bg(Color::Black)),
         g1,
     );
@@ -184,22 +197,45 @@ fn draw_detail(f: &mut Frame, app: &App, n: &NodeView, area: Rect) {
     };
     f.render_widget(
         Sparkline::default()
-            .block(Block::bordered().title(" CPU % "))
+            .block(Block::bordered().title(format!(" CPU % of {} ", limit_label(&r))))
             .data(tail(&n.cpu_hist, s1.width))
             .max(100)
             .style(Style::new().fg(Color::Green)),
         s1,
     );
-    let tps = n
-        .metrics
-        .as_ref()
-        .map(|m| m.tokens_per_second)
-        .unwrap_or(0.0);
     f.render_widget(
         Sparkline::default()
-            .block(Block::bordered().title(format!(" tokens/s {tps:.1} ")))
-            .data(tail(&n.tps_hist, s2.width))
+            .block(Block::bordered().title(format!(
+                " steps/s {:.1} · tokens/s {:.1} ",
+                n.steps_per_second(),
+                n.tokens_per_second()
+            )))
+            .data(tail(&n.steps_hist, s2.width))
             .style(Style::new().fg(color)),
         s2,
     );
+}
+
+/// The CPUs an agent may use, e.g. `0.5 CPUs` (a cgroup quota) or `2 CPUs`.
+fn limit_label(r: &proto::v1::Resources) -> String {
+    let limit = if r.cpu_limit_cores > 0.0 {
+        f64::from(r.cpu_limit_cores)
+    } else {
+        f64::from(r.cpu_cores.max(1))
+    };
+    if (limit - limit.round()).abs() < 0.005 {
+        format!("{limit:.0} CPUs")
+    } else {
+        format!("{limit:.2} CPUs")
+    }
+}
+
+/// `2 cores` or `2 cores, limited to 0.50 CPUs` when a cgroup quota is lower.
+fn cpus(r: &proto::v1::Resources) -> String {
+    let limited = r.cpu_limit_cores > 0.0 && r.cpu_limit_cores + 0.005 < r.cpu_cores as f32;
+    if limited {
+        format!("{} cores, limited to {}", r.cpu_cores, limit_label(r))
+    } else {
+        format!("{} cores", r.cpu_cores)
+    }
 }

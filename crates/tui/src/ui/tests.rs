@@ -47,22 +47,90 @@ fn nodes_view_lists_every_node_with_status_and_resources() {
         "127.0.0.1:18081",
         "alive",
         "dead",
-        "0-10",
-        "20-30",
+        "[0,10)",
+        "[20,30)",
         "7.0G/24G",
-        "41.0",
-        "CPU %",
-        "tokens/s",
+        "TOK/S",
+        "STEP/S",
+        "CPU % of 2 CPUs",
+        "steps/s 20.0",
         "q quit",
     ] {
         assert!(t.contains(needle), "missing {needle:?} in\n{t}");
     }
+    // No range spelled the old, overlapping-looking way.
+    assert!(!t.contains("0-10") && !t.contains("10-20"), "{t}");
     // The dead node is red.
     let (x, y) = find(&b, "dead").unwrap();
     assert_eq!(b[(x, y)].fg, ratatui::style::Color::Red);
     // The detail of the selected (first) node shows gauges.
-    assert!(t.contains("CPU 20%"), "{t}");
+    assert!(t.contains("CPU 20% of 2 CPUs"), "{t}");
     assert!(t.contains("MEM 7.0G/24G"), "{t}");
+    // Its start time, not a raw generation number; the plan id as everywhere else.
+    assert!(t.contains("started 2025-11-24 14:03 UTC · up 1h02m"), "{t}");
+    assert!(t.contains("plan 000000000000004d"), "{t}");
+    assert!(!t.contains("gen 1"), "{t}");
+}
+
+/// The cells of `node`'s row in the nodes table, split on blanks.
+fn cells(t: &str, node: &str) -> Vec<String> {
+    t.lines()
+        .find(|l| l.starts_with(&format!("│{node} ")))
+        .unwrap_or_else(|| panic!("no row for {node} in\n{t}"))
+        .trim_matches('│')
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn every_stage_has_a_live_figure_and_only_the_entry_generates() {
+    let app = fixture::app();
+    let t = text(&render(&app, 100, 24));
+    // NODE STATUS ADDRESS CPU MEMORY GPU LAYERS REQ TOK/S STEP/S
+    let a1 = cells(&t, "agent-1");
+    let a2 = cells(&t, "agent-2");
+    let a3 = cells(&t, "agent-3");
+    assert_eq!(a1[6..], ["[0,10)", "0", "-", "20.0"], "{t}");
+    assert_eq!(a2[6..], ["[10,20)", "1", "20.0", "20.0"], "{t}");
+    // agent-3 does not answer: no live figures at all.
+    assert_eq!(a3[8..], ["-", "-"], "{t}");
+}
+
+#[test]
+fn columns_fit_their_content_on_a_wide_terminal() {
+    let app = fixture::app();
+    let t = text(&render(&app, 160, 30));
+    let header = t.lines().find(|l| l.contains("NODE")).unwrap();
+    let at = |h: &str| header.find(h).unwrap();
+    // "agent-1" is 7 wide, "127.0.0.1:18081" 15, plus one space between columns.
+    assert_eq!(at("STATUS") - at("NODE"), 8, "{header}");
+    assert_eq!(at("CPU") - at("ADDRESS"), 16, "{header}");
+    assert!(
+        header.trim_end_matches(['│', ' ']).chars().count() < 100,
+        "{header}"
+    );
+}
+
+#[test]
+fn human_times() {
+    let started = fixture::STARTED_MS;
+    assert_eq!(fmt_started(started, started + 60_000), "14:03:27 UTC");
+    assert_eq!(
+        fmt_started(started, started + 2 * 86_400_000),
+        "2025-11-24 14:03 UTC"
+    );
+    // Not a plausible start time: shown as the raw generation.
+    assert_eq!(fmt_started(7, 0), "gen 7");
+    // Leap days come out right.
+    assert_eq!(
+        fmt_started(1_709_164_800_000, 2_000_000_000_000),
+        "2024-02-29 00:00 UTC"
+    );
+    assert_eq!(fmt_duration(42), "42s");
+    assert_eq!(fmt_duration(3723), "1h02m");
+    assert_eq!(fmt_duration(303), "5m03s");
+    assert_eq!(fmt_duration(2 * 86_400 + 7200), "2d02h");
 }
 
 #[test]
@@ -104,10 +172,66 @@ fn cluster_view_colours_the_bar_by_agent() {
     assert_eq!(colors[39], PALETTE[1]);
     assert_eq!(colors[77], PALETTE[2]);
     for needle in [
-        "agent-1", " 0-10", "10-20", "20-30", "Network", "AVG", "2.5", "9.0", "4.0K/s",
+        "plan 000000000000004d",
+        "agent-1  [0,10)   10 layers",
+        "agent-2  [10,20)  10 layers",
+        "Links a token travels",
+        "AVG",
     ] {
         assert!(t.contains(needle), "missing {needle:?} in\n{t}");
     }
+    // The links agent-2 (the entry) called, in layer order, with their figures; no
+    // reverse rows from the agents that only served it.
+    let rows: Vec<&str> = t
+        .lines()
+        .skip_while(|l| !l.contains("Links a token travels"))
+        .filter(|l| l.contains("[0,10)") || l.contains("[20,30)") || l.starts_with("│agent-"))
+        .filter(|l| !l.contains("layers"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{t}");
+    let words = |l: &str| -> Vec<String> {
+        l.trim_matches('│')
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    // FROM TO STAGE STEP/S AVG P50 P99 OUT/S BACK/S TOTAL
+    assert_eq!(
+        words(rows[0]),
+        ["agent-2", "agent-1", "[0,10)", "20.0", "2.5", "2.0", "9.0", "8.0K/s", "4.0K/s", "12K"],
+        "{t}"
+    );
+    assert_eq!(
+        words(rows[1])[..3],
+        ["agent-2", "agent-3", "[20,30)"],
+        "{t}"
+    );
+}
+
+#[test]
+fn idle_links_show_no_rate_noise() {
+    let mut app = fixture::app();
+    app.tab = Tab::Cluster;
+    let i = fixture::info(2, (10, 20));
+    for t in [4000u64, 6000] {
+        let mut m = fixture::metrics(2, 2000, 5.0, 4096);
+        m.timestamp_ms = t;
+        app.on_update(
+            crate::client::Update::Node {
+                addr: i.api_addr.clone(),
+                info: Box::new(i.clone()),
+                metrics: Box::new(m),
+            },
+            std::time::Instant::now(),
+        );
+    }
+    let t = text(&render(&app, 100, 24));
+    let row = t
+        .lines()
+        .find(|l| l.starts_with("│agent-2") && l.contains("[0,10)"))
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(!row.contains("B/s") && !row.contains("K/s"), "{row}");
+    assert!(row.contains(" - "), "{row}");
 }
 
 #[test]
@@ -184,7 +308,7 @@ fn models_view_lists_models_and_shards() {
         "576",
         "49152",
         "Served by",
-        "10-20",
+        "[10,20)",
     ] {
         assert!(t.contains(needle), "missing {needle:?} in\n{t}");
     }
