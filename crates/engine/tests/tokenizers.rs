@@ -18,9 +18,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The fixture directory `scripts/fixtures.sh` prints (it builds what is missing).
-fn fixtures() -> PathBuf {
-    let script = repo().join("scripts/fixtures.sh");
+/// The directory a fixture script prints last (it builds what is missing).
+fn run_script(name: &str, marker: &str) -> PathBuf {
+    let script = repo().join("scripts").join(name);
     let out = Command::new("bash")
         .arg(&script)
         .output()
@@ -35,11 +35,16 @@ fn fixtures() -> PathBuf {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
     assert!(
-        dir.join("manifest.json").is_file(),
-        "no manifest.json in {}",
+        dir.join(marker).is_file(),
+        "no {marker} in {} (printed by {name})",
         dir.display()
     );
     dir
+}
+
+/// `scripts/fixtures.sh`: fixture models and their llama.cpp references.
+fn fixtures() -> PathBuf {
+    run_script("fixtures.sh", "manifest.json")
 }
 
 fn read_json(path: &Path) -> Value {
@@ -222,6 +227,47 @@ fn tokenizers_agree_with_llama_cpp() {
             t.decode_mismatches
         );
         failures.extend(t.failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The other pre-tokenizers (`scripts/tokenizer-variants.sh`): llama.cpp's own test
+/// vocabularies, and Llama 3's vocabulary with `tekken` / `gpt-4o` / no pre-tokenizer.
+#[test]
+fn pre_tokenizer_variants_agree_with_llama_cpp() {
+    let dir = run_script("tokenizer-variants.sh", "manifest.json");
+    let manifest = read_json(&dir.join("manifest.json"));
+    let mut failures = Vec::new();
+    let mut names = Vec::new();
+    for v in manifest["variants"].as_array().unwrap() {
+        let name = v["name"].as_str().unwrap();
+        let tok = tokenizer(Path::new(v["gguf"].as_str().unwrap()));
+        let reference = read_json(&dir.join(v["reference"].as_str().unwrap()));
+        let t = check(name, &tok, &reference);
+        println!(
+            "{name:16} {:?}/{:<14} {:4} texts x 4 runs, {:6} tokens: {} token mismatches, {} decode mismatches",
+            tok.kind(),
+            tok.pre_tokenizer().unwrap_or("-"),
+            t.texts,
+            t.tokens,
+            t.token_mismatches,
+            t.decode_mismatches
+        );
+        failures.extend(t.failures);
+        names.push(tok.pre_tokenizer().unwrap_or("-"));
+    }
+    for pre in [
+        "tekken",
+        "gpt-4o",
+        "default",
+        "deepseek-llm",
+        "deepseek-coder",
+        "falcon",
+    ] {
+        assert!(
+            names.contains(&pre),
+            "no variant uses the {pre} pre-tokenizer: {names:?}"
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
