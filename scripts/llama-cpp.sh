@@ -113,7 +113,8 @@ fetch_sdist() {
         log "downloading the llama-cpp-python $VERSION sdist from PyPI (76 MB) ..."
         local tmp
         tmp=$(mktemp -d "$ROOT/dl.XXXXXX")
-        python_for_pip -m pip download -q --no-deps --no-binary llama-cpp-python \
+        ensure_venv
+        "$VENV/bin/python" -m pip download -q --no-deps --no-binary llama-cpp-python \
             "llama-cpp-python==$VERSION" -d "$tmp" >&2 ||
             die "pip download llama-cpp-python==$VERSION failed: is PyPI reachable (pip config, proxy)?"
         mv "$tmp/llama_cpp_python-$VERSION.tar.gz" "$SDIST_TGZ"
@@ -130,7 +131,7 @@ fetch_sdist() {
     touch "$SRC/.extracted"
 }
 
-python_for_pip() { # the interpreter used before the venv exists
+python_for_pip() { # the interpreter the venv is made from
     "${PYTHON:-python3}" "$@"
 }
 
@@ -138,6 +139,8 @@ python_for_pip() { # the interpreter used before the venv exists
 build_targets() { # stamp-name targets...
     local name=$1
     shift
+    command -v c++ >/dev/null || apt_install g++
+    command -v cmake >/dev/null || apt_install cmake
     local key stamp
     key=$(build_key)
     stamp=$ROOT/.stamp-$name
@@ -150,8 +153,6 @@ build_targets() { # stamp-name targets...
         fi
         [[ $s == "$name" ]] && break
     done
-    command -v c++ >/dev/null || apt_install g++
-    command -v cmake >/dev/null || apt_install cmake
     fetch_sdist
     local t0=$(date +%s)
     if [[ ! -f $BUILD/CMakeCache.txt || $(cat "$ROOT/.configured" 2>/dev/null) != "$key" ]]; then
