@@ -76,10 +76,14 @@ def default_model() -> Path:
     d = Path(os.environ["DLLM_MODEL_DIR"]) if os.environ.get("DLLM_MODEL_DIR") else \
         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distributed-llm" / "models"
     p = d / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    for cmd in (["cargo", "run", "-q", "--release", "-p", "engine", "--bin", "fetch-model"],
+                ["cargo", "run", "-q", "--release", "-p", "agent", "--bin", "agent", "--", "fetch-model"]):
+        if p.is_file():
+            break
+        log(f"{p} missing: {quote(cmd)} ...")
+        subprocess.run(cmd, cwd=REPO, stdout=sys.stderr)
     if not p.is_file():
-        log(f"{p} missing: cargo run --release -p engine --bin fetch-model ...")
-        subprocess.run(["cargo", "run", "-q", "--release", "-p", "engine", "--bin", "fetch-model"], cwd=REPO,
-                       check=True, stdout=sys.stderr)
+        sys.exit(f"bench-matrix: no default model at {p}: run `make model`")
     return p
 
 
