@@ -170,12 +170,17 @@ def default_model() -> Path:
     p = model_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if p.is_file():
         return p
-    log(f"{p} missing: fetching it with `cargo run -q --release -p engine --bin fetch-model` ...")
-    try:
-        out = subprocess.run(["cargo", "run", "-q", "--release", "-p", "engine", "--bin", "fetch-model"],
-                             cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        sys.exit(f"make-gguf.py: could not fetch the default model ({e}); run `make model` in {REPO}")
+    out = ""
+    for cmd in (["cargo", "run", "-q", "--release", "-p", "engine", "--bin", "fetch-model"],
+                ["cargo", "run", "-q", "--release", "-p", "agent", "--bin", "agent", "--", "fetch-model"]):
+        log(f"{p} missing: fetching it with `{' '.join(cmd)}` ...")
+        try:
+            out = subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout
+            break
+        except (OSError, subprocess.CalledProcessError) as e:
+            log(f"  failed: {e}")
+    else:
+        sys.exit(f"make-gguf.py: could not fetch the default model; run `make model` in {REPO}")
     p2 = Path(out.strip().splitlines()[-1]) if out.strip() else p
     if not p2.is_file():
         sys.exit(f"make-gguf.py: fetch-model did not produce {p}; run `make model`")
