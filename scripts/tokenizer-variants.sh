@@ -10,8 +10,11 @@
 # `default` with the key removed), then `scripts/llama-reference.py tokenize` on
 # scripts/tokenizer-corpus.txt plus llama.cpp's test inputs for that vocabulary. Output in
 # ${DLLM_CACHE:-~/.cache/distributed-llm}/fixtures/tokenizer-variants/: <name>.gguf,
-# tokenizer-<name>.json and manifest.json ({name, gguf, pre, reference}). Cached: a stamp
-# holds a hash of this script, llama-reference.py and the corpus.
+# tokenizer-<name>.json and manifest.json ({name, gguf, pre, reference}), and eog.json: the
+# ids llama_vocab_is_eog accepts, for these vocabularies, llama.cpp's llama-bpe, qwen2,
+# phi-3 and llama-spm ones and every F16 fixture model of scripts/fixtures.sh (run it
+# first). Cached: a stamp holds a hash of this script, llama-reference.py, the corpus and
+# the fixture manifest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +23,9 @@ DIR=${FIXTURES_DIR:-$CACHE/fixtures}/tokenizer-variants
 mkdir -p "$DIR"
 log() { echo "[tokenizer-variants.sh] $*" >&2; }
 
-HASH=$(cat scripts/tokenizer-variants.sh scripts/llama-reference.py scripts/tokenizer-corpus.txt | sha256sum | cut -c1-16)
+FIXTURES=${FIXTURES_DIR:-$CACHE/fixtures}
+HASH=$(cat scripts/tokenizer-variants.sh scripts/llama-reference.py scripts/tokenizer-corpus.txt \
+    "$FIXTURES/manifest.json" 2>/dev/null | sha256sum | cut -c1-16)
 if [[ $(cat "$DIR/.complete" 2>/dev/null) == "$HASH" ]]; then
     log "up to date ($DIR)"
     echo "$DIR"
@@ -44,7 +49,7 @@ MODELS=$("$PY" -c 'import os, llama_cpp; print(os.path.join(os.path.dirname(os.p
 }
 t0=$(date +%s)
 log "making references into $DIR ..."
-DIR=$DIR MODELS=$MODELS "$PY" - <<'PYEOF'
+DIR=$DIR MODELS=$MODELS FIXTURES=$FIXTURES "$PY" - <<'PYEOF'
 import importlib.util, json, os, sys
 from pathlib import Path
 import gguf
@@ -99,6 +104,19 @@ for name, (vocab, pre) in VARIANTS.items():
                 "reference": reference.name})
     print(f"[tokenizer-variants.sh] {name}: {reference.name}", file=sys.stderr)
 (DIR / "manifest.json").write_text(json.dumps({"variants": out}, indent=1) + "\n")
+
+# end-of-generation sets
+files = [Path(v["gguf"]) for v in out]
+files += [MODELS / f"ggml-vocab-{n}.gguf" for n in ("llama-bpe", "qwen2", "phi-3", "llama-spm")]
+files += sorted(Path(os.environ["FIXTURES"]).glob("*.F16.gguf"))
+eog = {}
+for f in files:
+    llm = ref.load(str(f), vocab_only=True)
+    vocab = llm._model.vocab
+    eog[str(f)] = [i for i in range(ref.lc.llama_vocab_n_tokens(vocab)) if ref.lc.llama_vocab_is_eog(vocab, i)]
+    del llm
+(DIR / "eog.json").write_text(json.dumps(eog, indent=1) + "\n")
+print(f"[tokenizer-variants.sh] eog.json: {len(eog)} vocabularies", file=sys.stderr)
 PYEOF
 echo "$HASH" >"$DIR/.complete"
 log "done in $(($(date +%s) - t0)) s"

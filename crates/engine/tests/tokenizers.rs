@@ -272,6 +272,43 @@ fn pre_tokenizer_variants_agree_with_llama_cpp() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `is_eog` / `eog_ids` accept exactly the tokens llama.cpp's `llama_vocab_is_eog` does.
+#[test]
+fn end_of_generation_sets_agree_with_llama_cpp() {
+    fixtures(); // eog.json covers the fixture models too
+    let dir = run_script("tokenizer-variants.sh", "eog.json");
+    let eog = read_json(&dir.join("eog.json"));
+    let eog = eog.as_object().unwrap();
+    assert!(eog.len() >= 16, "eog.json has {} vocabularies", eog.len());
+    for (file, want) in eog {
+        let tok = tokenizer(Path::new(file));
+        assert_eq!(tok.eog_ids(), ids(want).as_slice(), "{file}");
+        assert!(tok.eog_ids().iter().all(|&id| tok.is_eog(id)));
+    }
+    println!(
+        "end-of-generation sets of {} vocabularies identical",
+        eog.len()
+    );
+}
+
+/// A character split over byte-fallback tokens is held until it is whole.
+#[test]
+fn streaming_holds_partial_characters() {
+    let dir = fixtures();
+    let tok = tokenizer(&vocab_file(
+        &dir,
+        "llama.cpp models/ggml-vocab-llama-spm.gguf",
+    ));
+    let ids = tok.tokenize("🦙!", false, false).unwrap();
+    let byte_tokens = ["<0xF0>", "<0x9F>", "<0xA6>", "<0x99>"].map(|t| tok.token_id(t).unwrap());
+    assert_eq!(&ids[1..5], &byte_tokens, "{ids:?}");
+    let mut stream = tok.stream();
+    let pieces: Vec<Option<String>> = ids.iter().map(|&id| stream.push(id).unwrap()).collect();
+    assert_eq!(pieces[1..4], [None, None, None], "{pieces:?}");
+    assert_eq!(pieces[4].as_deref(), Some("🦙"));
+    assert_eq!(tok.decode(&ids).unwrap(), "🦙!");
+}
+
 #[test]
 fn chat_prompt_bos_is_not_doubled() {
     let dir = fixtures();
