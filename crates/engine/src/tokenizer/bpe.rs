@@ -2,10 +2,11 @@
 //! crate: the pre-tokenizer's regexes as `Split` steps, GPT-2's byte-to-character map,
 //! then BPE merges by rank (llama.cpp's `llm_tokenizer_bpe`).
 
-use super::meta::{self, Meta};
+use super::meta::Meta;
 use super::pre::PreTokenizer;
 use super::vocab::Vocab;
 use crate::error::{EngineError, Result};
+use candle_core::quantized::gguf_file::Value;
 use std::collections::HashSet;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -61,18 +62,28 @@ impl Bpe {
 /// first byte; a repeated pair keeps its first rank; pairs that cannot form a vocabulary
 /// token are dropped (they could never yield one).
 fn merges(meta: Meta, vocab: &Vocab) -> Result<Vec<(String, String)>> {
-    let raw = meta::strings(meta, "tokenizer.ggml.merges")?;
-    let mut seen = HashSet::new();
+    let key = "tokenizer.ggml.merges";
+    let raw = match meta(key) {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(err(format!("{key} is not an array"))),
+        None => return Err(EngineError::MissingMetadata(key.into())),
+    };
+    let mut seen = HashSet::with_capacity(raw.len());
     let mut out = Vec::with_capacity(raw.len());
-    for m in &raw {
+    let mut joined = String::new();
+    for m in raw {
+        let Value::String(m) = m else {
+            return Err(err(format!("{key} holds a non-string")));
+        };
         let bytes = m.as_bytes();
         let Some(pos) = bytes.iter().skip(1).position(|&c| c == b' ').map(|p| p + 1) else {
             continue;
         };
         let (a, b) = (&m[..pos], &m[pos + 1..]);
-        let formed = vocab.id(a).is_some()
-            && vocab.id(b).is_some()
-            && vocab.id(&format!("{a}{b}")).is_some();
+        joined.clear();
+        joined.push_str(a);
+        joined.push_str(b);
+        let formed = vocab.id(&joined).is_some() && vocab.id(a).is_some() && vocab.id(b).is_some();
         if formed && seen.insert((a, b)) {
             out.push((a.to_string(), b.to_string()));
         }

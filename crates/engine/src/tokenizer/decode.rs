@@ -4,26 +4,27 @@
 use super::vocab::{attr, Vocab};
 use super::Kind;
 
-/// GPT-2's byte-to-character map, inverted: the byte each printable stand-in encodes.
+/// Whether GPT-2's byte-to-character map keeps byte `b` as the character `b`.
+fn is_direct(b: u32) -> bool {
+    (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+}
+
+/// GPT-2's byte-to-character map, inverted: the byte each printable stand-in encodes
+/// (the 68 other bytes are U+0100.. in byte order).
 fn byte_of(c: char) -> Option<u8> {
+    static SHIFTED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let c = c as u32;
-    let direct = |c: u32| {
-        (0x21..=0x7E).contains(&c) || (0xA1..=0xAC).contains(&c) || (0xAE..=0xFF).contains(&c)
-    };
-    if direct(c) {
+    if is_direct(c) {
         return Some(c as u8);
     }
-    // The other bytes are numbered 256.. in byte order.
-    let mut n = 256;
-    for b in 0u32..256 {
-        if !direct(b) {
-            if n == c {
-                return Some(b as u8);
-            }
-            n += 1;
-        }
-    }
-    None
+    let shifted = SHIFTED.get_or_init(|| {
+        (0u32..256)
+            .filter(|&b| !is_direct(b))
+            .map(|b| b as u8)
+            .collect()
+    });
+    c.checked_sub(256)
+        .and_then(|i| shifted.get(i as usize).copied())
 }
 
 /// Bytes of a byte-level BPE token text; characters outside the map are kept visible.
