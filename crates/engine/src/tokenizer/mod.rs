@@ -70,7 +70,14 @@ impl Tokenizer {
             .ok_or_else(|| EngineError::MissingMetadata("tokenizer.ggml.model".into()))?;
         let (tok, pre) = match name.as_str() {
             "gpt2" => {
-                let p = pre::lookup(meta::string(meta, "tokenizer.ggml.pre").as_deref())?;
+                let name = meta::string(meta, "tokenizer.ggml.pre").filter(|n| !n.is_empty());
+                if name.is_none() {
+                    tracing::warn!(
+                        "the GGUF names no pre-tokenizer (tokenizer.ggml.pre): using llama.cpp's \
+                         'default'; output quality may suffer (re-convert the model)"
+                    );
+                }
+                let p = pre::lookup(name.as_deref())?;
                 let d = Defaults {
                     bos: Some(11),
                     eos: Some(11),
