@@ -5,6 +5,7 @@
 
 mod bpe;
 mod decode;
+mod markers;
 mod meta;
 mod pre;
 mod special;

@@ -1,6 +1,7 @@
 //! The vocabulary as llama.cpp sees it: token texts, scores, attributes, special ids,
 //! end-of-generation set and the special tokens matched in text (llama-vocab.cpp's `load`).
 
+use super::markers::{EOG_TEXTS, EOT_TEXTS, FIM_OTHER, FIM_PAD, FIM_REP, FIM_SEP};
 use super::meta::{self, Meta};
 use crate::error::{EngineError, Result};
 use std::collections::{BTreeSet, HashMap};
@@ -16,83 +17,6 @@ pub(super) mod attr {
     pub const LSTRIP: u32 = 1 << 7;
     pub const RSTRIP: u32 = 1 << 8;
 }
-
-/// Texts that mark the end of a turn (llama.cpp's EOT auto-detection list).
-const EOT_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|end_of_text|>",
-    "<EOT>",
-    "_<EOT>",
-    "[EOT]",
-    "<｜end▁of▁sentence｜>",
-    "<end_of_utterance>",
-];
-
-/// Texts of tokens that end generation (llama.cpp's EOG list).
-const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<|return|>",
-    "<|call|>",
-    "<|flush|>",
-    "<|calls|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "</s>",
-    "<|eom_id|>",
-    "<EOT>",
-    "_<EOT>",
-    "[EOT]",
-    "[EOS]",
-    "<|end_of_text|>",
-    "<end_of_utterance>",
-    "<eos>",
-    "<turn|>",
-    "<|tool_response>",
-    "<｜end▁of▁sentence｜>",
-    "[e~[",
-];
-
-const FIM_PAD: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP: &[&str] = &[
-    "<|fim_repo|>",
-    "<|repo_name|>",
-    "<fim-repo>",
-    "<REPO>",
-    "<reponame>",
-];
-const FIM_SEP: &[&str] = &["<|file_sep|>"];
-const FIM_OTHER: &[&str] = &[
-    "<|fim_prefix|>",
-    "<fim-prefix>",
-    "<fim_prefix>",
-    "<｜fim▁begin｜>",
-    "<PRE>",
-    "▁<PRE>",
-    "<|code_prefix|>",
-    "<|prefix|>",
-    "<|fim_suffix|>",
-    "<fim-suffix>",
-    "<fim_suffix>",
-    "<｜fim▁hole｜>",
-    "<SUF>",
-    "▁<SUF>",
-    "<|code_suffix|>",
-    "<|suffix|>",
-    "<|fim_middle|>",
-    "<fim-middle>",
-    "<fim_middle>",
-    "<｜fim▁end｜>",
-    "<MID>",
-    "▁<MID>",
-    "<|code_middle|>",
-    "<|middle|>",
-];
 
 /// Defaults that depend on the tokenizer kind, before the GGUF's own keys.
 pub(super) struct Defaults {
