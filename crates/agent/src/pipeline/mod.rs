@@ -2,9 +2,12 @@
 //! step it runs the stages in order (its own in-process, others over gRPC), gets a
 //! token from the last stage, detokenizes, applies stop strings and streams out.
 
+pub mod msg;
+pub mod prefix;
 pub mod remote;
 pub mod server;
 pub mod session;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

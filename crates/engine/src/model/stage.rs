@@ -46,6 +46,7 @@ pub struct Stage {
     layers: Vec<Layer>,
     output_norm: Option<Vec<f32>>,
     output: Option<Linear>,
+    output_bias: Option<Vec<f32>>,
     weight_bytes: usize,
     load_time: Duration,
 }
@@ -57,6 +58,13 @@ pub struct Stage {
 fn round_to_f16(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v = half::f16::from_f32(*v).to_f32();
+    }
+}
+
+/// Adds `b` to every row of `x` (rows of `b.len()` values).
+fn add_rows(x: &mut [f32], b: &[f32]) {
+    for row in x.chunks_exact_mut(b.len()) {
+        row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
     }
 }
 
@@ -87,15 +95,16 @@ impl Stage {
         let layers = (start..end)
             .map(|i| Layer::load(&f, &spec, i))
             .collect::<Result<Vec<_>>>()?;
-        let (output_norm, output) = if end == info.n_layers {
+        let (output_norm, output, output_bias) = if end == info.n_layers {
             let head = if f.has("output.weight") {
                 Linear::load(&f, "output.weight")?
             } else {
                 Linear::load(&f, "token_embd.weight")? // tied to the embedding
             };
-            (Some(load_vector(&f, "output_norm.weight")?), Some(head))
+            let bias = f.has("output.bias").then(|| load_vector(&f, "output.bias")).transpose()?;
+            (Some(load_vector(&f, "output_norm.weight")?), Some(head), bias)
         } else {
-            (None, None)
+            (None, None, None)
         };
         let weight_bytes = layers.iter().map(|l| l.weight_bytes()).sum::<usize>()
             + embed.as_ref().map_or(0, |e| e.bytes())
@@ -108,6 +117,7 @@ impl Stage {
             layers,
             output_norm,
             output,
+            output_bias,
             weight_bytes,
             load_time: t0.elapsed(),
         })
@@ -214,7 +224,7 @@ impl Stage {
             .collect();
         for (i, layer) in self.layers.iter().enumerate() {
             self.layer_forward(i, layer, &mut x, &parts, seqs, &tables);
-            round_to_f16(&mut x);
+            if std::env::var_os("DLLM_NO_F16_RESIDUAL").is_none() { round_to_f16(&mut x); }
         }
         match (&self.output_norm, &self.output) {
             (Some(norm), Some(head)) => {
@@ -226,6 +236,9 @@ impl Stage {
                 rms_norm(&last, norm, self.spec.norm_eps, &mut xn);
                 let mut logits = vec![0f32; parts.len() * head.rows];
                 matmul(&Input::new(&xn, parts.len()), head, &mut logits);
+                if let Some(b) = &self.output_bias {
+                    add_rows(&mut logits, b);
+                }
                 if let Some(cap) = self.spec.final_softcap {
                     softcap(&mut logits, cap);
                 }
@@ -245,7 +258,7 @@ impl Stage {
     }
 
     /// Checks that an input fits this stage; returns its number of positions.
-    fn check_input(&self, input: &StageInput) -> Result<usize> {
+    pub fn check_input(&self, input: &StageInput) -> Result<usize> {
         let dim = self.spec.dim;
         match (input, &self.embed) {
             (StageInput::Tokens(ids), Some(embed)) => {
@@ -319,11 +332,9 @@ impl Stage {
             }
         }
         if let Some([bq, bk, bv]) = &l.bias {
-            for (buf, b) in [(&mut q, bq), (&mut k, bk), (&mut v, bv)] {
-                for row in buf.chunks_exact_mut(b.len()) {
-                    row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
-                }
-            }
+            add_rows(&mut q, bq);
+            add_rows(&mut k, bk);
+            add_rows(&mut v, bv);
         }
         if let (Some(nq), Some(nk)) = (&l.q_norm, &l.k_norm) {
             rms_norm_inplace(&mut q, nq, eps);
@@ -339,6 +350,9 @@ impl Stage {
                 let cs = &table[t * half..(t + 1) * half];
                 rope.apply(&mut q[row * qd..(row + 1) * qd], hd, cs);
                 rope.apply(&mut k[row * kd..(row + 1) * kd], hd, cs);
+            }
+            if let Some(qs) = ls.q_scale {
+                q[p.offset * qd..(p.offset + p.n) * qd].iter_mut().for_each(|v| *v *= qs);
             }
             let rows = p.offset..p.offset + p.n;
             seqs[si].cache.layers[li].push(&k[rows.start * kd..rows.end * kd], &v[rows.start * vd..rows.end * vd]);
@@ -362,6 +376,9 @@ impl Stage {
         }
         let mut o = vec![0f32; x.len()];
         matmul(&Input::new(&att, total), &l.wo, &mut o);
+        if let Some(b) = &l.wo_bias {
+            add_rows(&mut o, b);
+        }
         if let Some(w) = &l.post_attn_norm {
             rms_norm_inplace(&mut o, w, eps);
         }

@@ -1,0 +1,584 @@
+//! The stage worker: one thread per agent that owns the local stage and every sequence's
+//! state on it (KV cache, sampler, pending steps) and runs continuous batches: each
+//! batch takes the next step of every ready sequence — all decoding sequences plus at
+//! most one prompt chunk — so a long prompt delays running streams by one chunk at most.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::{KvCache, Sampler, Seq, Stage, StageInput, StageOutput};
+
+use super::msg::{Envelope, Fault, FaultKind, Finish, Msg, Open, Route, SeqId, Step, Token};
+use super::prefix::PrefixCache;
+
+/// Steps with at most this many positions count as decoding (always batched).
+const DECODE_ROWS: usize = 4;
+/// Closed sequences remembered (late steps for them are dropped quietly).
+const CLOSED_MEMORY: usize = 4096;
+
+/// Settings of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub node_id: String,
+    pub api_addr: String,
+    /// Tokens that end generation.
+    pub eog: Vec<u32>,
+    /// KV positions this stage may hold (open sequences' reservations plus the prefix
+    /// cache).
+    pub kv_capacity: usize,
+    /// Most prompt positions in one batch.
+    pub chunk: usize,
+    /// Most sequences in one batch.
+    pub max_batch: usize,
+}
+
+/// What one batch did (for metrics).
+#[derive(Debug, Clone, Default)]
+pub struct BatchReport {
+    pub sequences: usize,
+    pub positions: usize,
+    pub compute: Duration,
+}
+
+struct SeqState {
+    cache: KvCache,
+    route: Arc<Route>,
+    index: usize,
+    sampler: Option<Sampler>,
+    history: Vec<u32>,
+    prompt_len: usize,
+    max_tokens: usize,
+    reserved: usize,
+    pending: VecDeque<Step>,
+}
+
+/// A stage and the sequences on it.
+pub struct Worker {
+    stage: Arc<Stage>,
+    cfg: WorkerConfig,
+    eog: HashSet<u32>,
+    seqs: HashMap<SeqId, SeqState>,
+    order: VecDeque<SeqId>,
+    closed: VecDeque<SeqId>,
+    closed_set: HashSet<SeqId>,
+    prefix: PrefixCache,
+    reserved: usize,
+}
+
+impl Worker {
+    pub fn new(stage: Arc<Stage>, cfg: WorkerConfig) -> Self {
+        let eog = cfg.eog.iter().copied().collect();
+        let prefix = PrefixCache::new(cfg.kv_capacity);
+        Self {
+            stage,
+            cfg,
+            eog,
+            seqs: HashMap::new(),
+            order: VecDeque::new(),
+            closed: VecDeque::new(),
+            closed_set: HashSet::new(),
+            prefix,
+            reserved: 0,
+        }
+    }
+
+    /// The stage this worker runs.
+    pub fn stage(&self) -> &Arc<Stage> {
+        &self.stage
+    }
+
+    /// Open sequences.
+    pub fn open_sequences(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Steps waiting to run.
+    pub fn queued_steps(&self) -> usize {
+        self.seqs.values().map(|s| s.pending.len()).sum()
+    }
+
+    /// KV cache bytes of open sequences and of the prefix cache.
+    pub fn kv_bytes(&self) -> (usize, usize) {
+        (
+            self.seqs.values().map(|s| s.cache.bytes()).sum(),
+            self.prefix.bytes(),
+        )
+    }
+
+    /// Prefix cache hits and misses so far.
+    pub fn prefix_stats(&self) -> (u64, u64) {
+        (self.prefix.hits, self.prefix.misses)
+    }
+
+    /// Whether a batch could run now.
+    pub fn has_work(&self) -> bool {
+        self.seqs.values().any(|s| !s.pending.is_empty())
+    }
+
+    fn me(&self) -> (String, String) {
+        (self.cfg.node_id.clone(), self.cfg.api_addr.clone())
+    }
+
+    fn fault(&self, route: &Route, seq: SeqId, kind: FaultKind, message: String, out: &mut Vec<Envelope>) {
+        tracing::debug!(seq, ?kind, "{message}");
+        out.push(Envelope {
+            to: route.origin.clone(),
+            msg: Msg::Fault(Fault {
+                seq,
+                kind,
+                node_id: self.cfg.node_id.clone(),
+                message,
+            }),
+        });
+    }
+
+    /// Takes one message; whatever it causes at once goes to `out`.
+    pub fn handle(&mut self, msg: Msg, out: &mut Vec<Envelope>) {
+        match msg {
+            Msg::Open(o) => self.open(o, out),
+            Msg::Step(s) => match self.seqs.get_mut(&s.seq) {
+                Some(state) => state.pending.push_back(s),
+                None if self.closed_set.contains(&s.seq) => {}
+                None => tracing::debug!(seq = s.seq, "step for a sequence not open here; dropped"),
+            },
+            Msg::Close(seq) => self.close(seq, out),
+            Msg::Token(_) | Msg::Fault(_) => {
+                tracing::warn!("a token or fault reached the stage worker; dropped")
+            }
+        }
+    }
+
+    fn open(&mut self, o: Open, out: &mut Vec<Envelope>) {
+        if self.seqs.contains_key(&o.seq) {
+            return;
+        }
+        let range = self.stage.range();
+        let Some(index) = o.route.position(&range) else {
+            let msg = format!(
+                "{} holds layers [{},{}), which the route of this sequence does not use",
+                self.cfg.node_id, range.start, range.end
+            );
+            return self.fault(&o.route, o.seq, FaultKind::Failed, msg, out);
+        };
+        let ctx = self.stage.info().context_length;
+        let need = (o.prompt_len + o.params.max_tokens).min(ctx);
+        if self.reserved + need > self.cfg.kv_capacity {
+            let msg = format!(
+                "{}: KV cache full ({} of {} positions reserved, {need} needed)",
+                self.cfg.node_id, self.reserved, self.cfg.kv_capacity
+            );
+            return self.fault(&o.route, o.seq, FaultKind::Busy, msg, out);
+        }
+        self.prefix.shrink_to(self.cfg.kv_capacity - self.reserved - need);
+        let cache = if o.reuse.is_empty() {
+            self.stage.new_cache()
+        } else {
+            match self.prefix.take(&o.reuse) {
+                Some(c) => c,
+                None => {
+                    let msg = format!("{}: prefix of {} positions not cached", self.cfg.node_id, o.reuse.len());
+                    return self.fault(&o.route, o.seq, FaultKind::PrefixMiss, msg, out);
+                }
+            }
+        };
+        let last = self.stage.is_last();
+        if index + 1 < o.route.hops.len() {
+            let next = &o.route.hops[index + 1];
+            out.push(Envelope {
+                to: (next.node_id.clone(), next.addr.clone()),
+                msg: Msg::Open(o.clone()),
+            });
+        }
+        self.reserved += need;
+        self.order.push_back(o.seq);
+        self.seqs.insert(
+            o.seq,
+            SeqState {
+                cache,
+                index,
+                sampler: last.then(|| Sampler::new(&o.params).with_prompt_len(o.prompt_len)),
+                history: o.reuse,
+                prompt_len: o.prompt_len,
+                max_tokens: o.params.max_tokens,
+                reserved: need,
+                pending: VecDeque::new(),
+                route: o.route,
+            },
+        );
+    }
+
+    fn close(&mut self, seq: SeqId, out: &mut Vec<Envelope>) {
+        if self.closed_set.insert(seq) {
+            self.closed.push_back(seq);
+            if self.closed.len() > CLOSED_MEMORY {
+                if let Some(old) = self.closed.pop_front() {
+                    self.closed_set.remove(&old);
+                }
+            }
+        }
+        let Some(s) = self.seqs.remove(&seq) else {
+            return;
+        };
+        self.order.retain(|id| *id != seq);
+        self.reserved -= s.reserved;
+        if let Some(next) = s.route.hops.get(s.index + 1) {
+            out.push(Envelope {
+                to: (next.node_id.clone(), next.addr.clone()),
+                msg: Msg::Close(seq),
+            });
+        }
+        if s.history.len() == s.cache.len() {
+            self.prefix.put(s.history, s.cache);
+            self.prefix.shrink_to(self.cfg.kv_capacity - self.reserved);
+        }
+    }
+
+    /// Picks the sequences of the next batch, in turn from where the last batch stopped.
+    fn select(&mut self) -> Vec<SeqId> {
+        let mut picked = Vec::new();
+        let mut prompt = 0;
+        for _ in 0..self.order.len() {
+            let Some(id) = self.order.pop_front() else { break };
+            self.order.push_back(id);
+            let Some(step) = self.seqs.get(&id).and_then(|s| s.pending.front()) else {
+                continue;
+            };
+            let n = step.tokens.len();
+            if n > DECODE_ROWS {
+                if prompt > 0 && prompt + n > self.cfg.chunk {
+                    continue;
+                }
+                prompt += n;
+            }
+            picked.push(id);
+            if picked.len() >= self.cfg.max_batch {
+                break;
+            }
+        }
+        picked
+    }
+
+    /// Runs one batch if any step is ready; its outputs go to `out`.
+    pub fn run_batch(&mut self, out: &mut Vec<Envelope>) -> Option<BatchReport> {
+        let ids = self.select();
+        if ids.is_empty() {
+            return None;
+        }
+        let first = self.stage.is_first();
+        let mut states = Vec::with_capacity(ids.len());
+        let mut inputs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut s = self.seqs.remove(&id).expect("selected from the table");
+            let step = s.pending.pop_front().expect("selected with a step");
+            let input = if first {
+                StageInput::Tokens(step.tokens.clone())
+            } else {
+                match step.hidden.clone() {
+                    Some(h) => StageInput::Hidden(h),
+                    None => StageInput::Tokens(Vec::new()),
+                }
+            };
+            let problem = if step.pos != s.cache.len() {
+                Some(format!(
+                    "step at position {} but the stage holds {} positions",
+                    step.pos,
+                    s.cache.len()
+                ))
+            } else {
+                self.stage.check_input(&input).err().map(|e| e.to_string())
+            };
+            if let Some(p) = problem {
+                let msg = format!("{}: {p}", self.cfg.node_id);
+                self.fault(&s.route, id, FaultKind::Failed, msg, out);
+                self.seqs.insert(id, s);
+                self.close(id, out);
+                continue;
+            }
+            states.push((id, s, step));
+            inputs.push(input);
+        }
+        if states.is_empty() {
+            return Some(BatchReport::default());
+        }
+        let t0 = Instant::now();
+        let positions = inputs.iter().map(|i| match i {
+            StageInput::Tokens(t) => t.len(),
+            StageInput::Hidden(h) => h.n_tokens,
+        });
+        let positions: usize = positions.sum();
+        let result = {
+            let mut seqs: Vec<Seq> = states
+                .iter_mut()
+                .zip(inputs)
+                .map(|((_, s, _), input)| Seq {
+                    input,
+                    cache: &mut s.cache,
+                })
+                .collect();
+            self.stage.forward_batch(&mut seqs)
+        };
+        let report = BatchReport {
+            sequences: states.len(),
+            positions,
+            compute: t0.elapsed(),
+        };
+        let outputs = match result {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = format!("{}: {e}", self.cfg.node_id);
+                for (id, s, _) in states {
+                    self.fault(&s.route, id, FaultKind::Failed, msg.clone(), out);
+                    self.seqs.insert(id, s);
+                    self.close(id, out);
+                }
+                return Some(report);
+            }
+        };
+        let ctx = self.stage.info().context_length;
+        for ((id, mut s, step), output) in states.into_iter().zip(outputs) {
+            s.history.extend_from_slice(&step.tokens);
+            match output {
+                StageOutput::Hidden(h) => {
+                    let next = &s.route.hops[s.index + 1];
+                    out.push(Envelope {
+                        to: (next.node_id.clone(), next.addr.clone()),
+                        msg: Msg::Step(Step {
+                            hidden: Some(h),
+                            ..step
+                        }),
+                    });
+                }
+                StageOutput::Logits(mut logits) if step.sample => {
+                    let sampler = s.sampler.as_ref().expect("the last stage samples");
+                    let picked = sampler.pick(&mut logits, &s.history, None);
+                    let pos = s.history.len();
+                    let generated = pos + 1 - s.prompt_len.min(pos + 1);
+                    let finish = if self.eog.contains(&picked.token) {
+                        Some(Finish::Eog)
+                    } else if generated >= s.max_tokens || pos + 1 >= ctx {
+                        Some(Finish::Length)
+                    } else {
+                        None
+                    };
+                    out.push(Envelope {
+                        to: s.route.origin.clone(),
+                        msg: Msg::Token(Token {
+                            seq: id,
+                            pos,
+                            id: picked.token,
+                            logprob: picked.logprob,
+                            top: picked.top,
+                            finish,
+                        }),
+                    });
+                    if finish.is_none() {
+                        let head = &s.route.hops[0];
+                        out.push(Envelope {
+                            to: (head.node_id.clone(), head.addr.clone()),
+                            msg: Msg::Step(Step {
+                                seq: id,
+                                pos,
+                                tokens: vec![picked.token],
+                                hidden: None,
+                                sample: true,
+                            }),
+                        });
+                    }
+                }
+                StageOutput::Logits(_) => {}
+            }
+            self.seqs.insert(id, s);
+        }
+        Some(report)
+    }
+}
+
+/// Runs a worker on its own thread until every sender of `inbox` is gone: takes
+/// messages, runs batches, hands every output to `deliver` (messages for this node come
+/// back through `inbox`) and every batch report to `report`.
+pub fn spawn(
+    mut worker: Worker,
+    inbox: Receiver<Msg>,
+    deliver: impl Fn(Envelope) + Send + 'static,
+    report: impl Fn(&Worker, &BatchReport) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let me = worker.me();
+    std::thread::Builder::new()
+        .name(format!("stage-{}", worker.stage.range().start))
+        .spawn(move || {
+            let mut out = Vec::new();
+            loop {
+                // Idle: wait for work. Busy: take whatever has arrived, then run.
+                let first = if worker.has_work() {
+                    inbox.try_recv().ok()
+                } else {
+                    match inbox.recv_timeout(Duration::from_secs(1)) {
+                        Ok(m) => Some(m),
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                };
+                if let Some(m) = first {
+                    worker.handle(m, &mut out);
+                    while let Ok(m) = inbox.try_recv() {
+                        worker.handle(m, &mut out);
+                    }
+                }
+                if let Some(r) = worker.run_batch(&mut out) {
+                    report(&worker, &r);
+                }
+                // Local messages go straight back into this worker (a lone agent's
+                // sequences circulate without a channel hop); what they cause joins `out`.
+                let mut queue: VecDeque<Envelope> = out.drain(..).collect();
+                while let Some(e) = queue.pop_front() {
+                    match e.msg {
+                        m @ (Msg::Step(_) | Msg::Open(_) | Msg::Close(_)) if e.to == me => {
+                            worker.handle(m, &mut out);
+                            queue.extend(out.drain(..));
+                        }
+                        m => deliver(Envelope { to: e.to, msg: m }),
+                    }
+                }
+            }
+            tracing::debug!("stage worker stopped");
+        })
+        .expect("spawning the stage worker thread")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::msg::Hop;
+    use super::*;
+    use engine::{ChatMessage, Generator, SamplingParams};
+
+    fn setup(chunk: usize) -> (Generator, Worker, Arc<Route>) {
+        engine::init_threads(2);
+        let path = engine::fetch::ensure_default_model().expect("default model");
+        let g = Generator::load(&path, 1).unwrap();
+        let stage = Arc::new(Stage::load(&path, 0, g.stages[0].info().n_layers).unwrap());
+        let me = ("me".to_string(), "127.0.0.1:1".to_string());
+        let route = Arc::new(Route {
+            plan_version: 1,
+            hops: vec![Hop {
+                node_id: me.0.clone(),
+                addr: me.1.clone(),
+                range: stage.range(),
+            }],
+            origin: me.clone(),
+        });
+        let cfg = WorkerConfig {
+            node_id: me.0,
+            api_addr: me.1,
+            eog: g.tokenizer.eog_ids().to_vec(),
+            kv_capacity: 1 << 16,
+            chunk,
+            max_batch: 16,
+        };
+        (g, Worker::new(stage, cfg), route)
+    }
+
+    /// Opens a sequence and queues its prompt in chunks.
+    fn start(route: &Arc<Route>, seq: SeqId, prompt: &[u32], max_tokens: usize, chunk: usize) -> Vec<Msg> {
+        let mut msgs = vec![Msg::Open(Open {
+            seq,
+            route: route.clone(),
+            params: SamplingParams::greedy(max_tokens),
+            prompt_len: prompt.len(),
+            reuse: Vec::new(),
+        })];
+        for (i, c) in prompt.chunks(chunk).enumerate() {
+            msgs.push(Msg::Step(Step {
+                seq,
+                pos: i * chunk,
+                tokens: c.to_vec(),
+                hidden: None,
+                sample: (i + 1) * chunk >= prompt.len(),
+            }));
+        }
+        msgs
+    }
+
+    /// Runs batches until idle; returns each batch's tokens.
+    fn drive(w: &mut Worker, msgs: Vec<Msg>, mut each: impl FnMut(usize, &mut Vec<Msg>)) -> Vec<Vec<Token>> {
+        let mut inbox: VecDeque<Msg> = msgs.into();
+        let mut batches = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            while let Some(m) = inbox.pop_front() {
+                w.handle(m, &mut out);
+            }
+            if w.run_batch(&mut out).is_none() {
+                break;
+            }
+            let mut tokens = Vec::new();
+            for e in out {
+                match e.msg {
+                    Msg::Token(t) => tokens.push(t),
+                    Msg::Fault(f) => panic!("fault: {f:?}"),
+                    m => inbox.push_back(m),
+                }
+            }
+            let mut more = Vec::new();
+            each(batches.len(), &mut more);
+            inbox.extend(more);
+            batches.push(tokens);
+        }
+        batches
+    }
+
+    fn prompt(g: &Generator, text: &str) -> Vec<u32> {
+        g.chat_tokens(&[ChatMessage::new("user", text)]).unwrap()
+    }
+
+    #[test]
+    fn batched_sequences_give_the_tokens_of_single_runs() {
+        let (g, mut w, route) = setup(16);
+        let texts = ["Tell me a story about a robot.", "What is 2 + 2?", "Name three colours of the rainbow, please."];
+        let mut msgs = Vec::new();
+        let prompts: Vec<Vec<u32>> = texts.iter().map(|t| prompt(&g, t)).collect();
+        for (i, p) in prompts.iter().enumerate() {
+            msgs.extend(start(&route, i as SeqId, p, 12, 16));
+        }
+        let batches = drive(&mut w, msgs, |_, _| {});
+        for (i, p) in prompts.iter().enumerate() {
+            let got: Vec<u32> = batches.iter().flatten().filter(|t| t.seq == i as SeqId).map(|t| t.id).collect();
+            let alone = g.generate(p, &SamplingParams::greedy(12), |_| true).unwrap();
+            let mut want = alone.tokens.clone();
+            if got.len() > want.len() {
+                want.push(*got.last().unwrap()); // the end-of-generation token itself
+            }
+            assert_eq!(got, want, "sequence {i}");
+        }
+    }
+
+    #[test]
+    fn a_long_prompt_delays_running_streams_by_one_chunk_at_most() {
+        let (g, mut w, route) = setup(32);
+        let short = prompt(&g, "Write a long story about a dragon who loves the sea.");
+        let long = prompt(&g, &"Describe the sea in great detail, with waves and wind. ".repeat(12));
+        let chunks = long.len().div_ceil(32);
+        assert!(chunks >= 4, "{}", long.len());
+        let mut msgs = start(&route, 1, &short, 40, 32);
+        msgs.extend(start(&route, 2, &short, 40, 32));
+        let batches = drive(&mut w, msgs, |b, more| {
+            if b == 4 {
+                more.extend(start(&route, 3, &long, 4, 32));
+            }
+        });
+        // Once both streams decode, every batch gives each of them its next
+        // token until one finishes, also while the long prompt goes through chunk by chunk.
+        let finished = |seq| batches.iter().position(|b| b.iter().any(|t| t.seq == seq && t.finish.is_some()));
+        let end = finished(1).unwrap().min(finished(2).unwrap());
+        let answered = batches.iter().position(|b| b.iter().any(|t| t.seq == 3)).unwrap();
+        assert!(answered >= 5 + chunks - 1 && answered <= end, "prompt answered at batch {answered}, streams end at {end}");
+        let first = |seq| batches.iter().position(|b| b.iter().any(|t| t.seq == seq)).unwrap();
+        let start = first(1).max(first(2)) + 1;
+        assert!(start <= 4, "both streams decode before the long prompt arrives");
+        for (b, tokens) in batches.iter().enumerate().take(end + 1).skip(start) {
+            assert_eq!(tokens.iter().filter(|t| t.seq != 3).count(), 2, "batch {b}");
+        }
+        assert!(batches.iter().flatten().any(|t| t.seq == 3), "the long prompt was answered");
+    }
+}
