@@ -10,12 +10,17 @@ pub mod act;
 mod bf16;
 mod f16;
 mod f32;
+mod iq4_nl;
 pub mod matmul;
+mod q2_k;
+mod q3_k;
 mod q4_0;
 mod q4_1;
 mod q4_k;
 mod q5_0;
 mod q5_1;
+mod q5_k;
+mod q6_k;
 mod q8_0;
 pub mod simd;
 
@@ -23,11 +28,16 @@ pub use act::{Act, F32x8, Input, Q8Block, Q8KBlock};
 pub use bf16::{BlockBF16, BF16};
 pub use f16::{BlockF16, F16};
 pub use f32::{BlockF32, F32};
+pub use iq4_nl::{BlockIQ4_NL, IQ4_NL};
+pub use q2_k::{BlockQ2_K, Q2_K};
+pub use q3_k::{BlockQ3_K, Q3_K};
 pub use q4_0::{BlockQ4_0, Q4_0};
 pub use q4_1::{BlockQ4_1, Q4_1};
 pub use q4_k::{BlockQ4_K, Q4_K};
 pub use q5_0::{BlockQ5_0, Q5_0};
 pub use q5_1::{BlockQ5_1, Q5_1};
+pub use q5_k::{BlockQ5_K, Q5_K};
+pub use q6_k::{BlockQ6_K, Q6_K};
 pub use q8_0::{BlockQ8_0, Q8_0};
 
 use candle_core::quantized::GgmlDType;
@@ -65,10 +75,21 @@ pub enum Format {
     Q8_0,
     #[allow(non_camel_case_types)]
     Q4_K,
+    #[allow(non_camel_case_types)]
+    Q5_K,
+    #[allow(non_camel_case_types)]
+    Q6_K,
+    #[allow(non_camel_case_types)]
+    Q2_K,
+    #[allow(non_camel_case_types)]
+    Q3_K,
+    /// Not in candle's GGUF reader's types yet, so never returned by `from_ggml`.
+    #[allow(non_camel_case_types)]
+    IQ4_NL,
 }
 
 /// The formats, as named in errors.
-pub const SUPPORTED: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K";
+pub const SUPPORTED: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
 
 impl Format {
     /// The format of a GGUF tensor type, if this engine runs it.
@@ -83,6 +104,10 @@ impl Format {
             GgmlDType::Q5_1 => Format::Q5_1,
             GgmlDType::Q8_0 => Format::Q8_0,
             GgmlDType::Q4K => Format::Q4_K,
+            GgmlDType::Q5K => Format::Q5_K,
+            GgmlDType::Q6K => Format::Q6_K,
+            GgmlDType::Q2K => Format::Q2_K,
+            GgmlDType::Q3K => Format::Q3_K,
             _ => return None,
         })
     }
@@ -137,6 +162,26 @@ macro_rules! dispatch {
             }
             Fm::Q4_K => {
                 type $K = $crate::quant::Q4_K;
+                $body
+            }
+            Fm::Q5_K => {
+                type $K = $crate::quant::Q5_K;
+                $body
+            }
+            Fm::Q6_K => {
+                type $K = $crate::quant::Q6_K;
+                $body
+            }
+            Fm::Q2_K => {
+                type $K = $crate::quant::Q2_K;
+                $body
+            }
+            Fm::Q3_K => {
+                type $K = $crate::quant::Q3_K;
+                $body
+            }
+            Fm::IQ4_NL => {
+                type $K = $crate::quant::IQ4_NL;
                 $body
             }
         }
