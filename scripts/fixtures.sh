@@ -7,8 +7,8 @@
 # generates, each only once (cached in ${DLLM_CACHE:-~/.cache/distributed-llm}/fixtures/):
 #   - a tiny random-weight model of every family (scripts/make-gguf.py --shape tiny, seed 0):
 #       llama (SmolLM2 vocab, tied)          F16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K_M Q5_K_M Q6_K BF16
-#       llama3 --untied (rope_freqs, output.weight), qwen2, qwen3, qwen3moe, gemma2, gemma3,
-#       phi3                                 F16 Q8_0 Q4_K_M
+#       llama3 --untied (rope_freqs, output.weight), llama --moe (Mixtral-style experts),
+#       qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3      F16 Q8_0 Q4_K_M
 #   - the default model (SmolLM2-135M-Instruct Q4_1) requantized to Q4_K_M: at 576 wide,
 #     llama.cpp falls back to Q5_0 (and Q8_0) for most matrices (see docs/performance.md)
 #   - for every model file: <file>.reference.json (scripts/llama-reference.py generate:
@@ -89,6 +89,7 @@ FAMILY_QUANTS = "Q8_0,Q4_K_M"
 MODELS = [  # (arch, extra args, quantizations)
     ("llama", [], ALL_QUANTS),
     ("llama3", ["--untied"], FAMILY_QUANTS),
+    ("llama", ["--moe"], FAMILY_QUANTS),
     ("qwen2", [], FAMILY_QUANTS),
     ("qwen3", [], FAMILY_QUANTS),
     ("qwen3moe", [], FAMILY_QUANTS),
@@ -125,7 +126,7 @@ tokenizer_models = {}
 for arch, extra, quants in MODELS:
     tok = mg.default_tokenizer(arch, "tiny")
     paths = step(f"make {arch}", lambda: mg.run(["--arch", arch, "--shape", "tiny", "--seed", "0", "--cache",
-                                                  "--out", str(D / f"{arch}{'-untied' if extra else ''}-tiny-{tok}-0"),
+                                                  "--out", str(D / f"{arch}{''.join('-' + x.lstrip('-') for x in extra)}-tiny-{tok}-0"),
                                                   "--quant", quants, *extra]))
     for p in paths:
         with_reference(p, arch, tok, p.name.rsplit(".", 2)[-2])

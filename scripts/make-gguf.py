@@ -12,6 +12,8 @@ llama.cpp 0.3.36 (the anchor, commit 0c1e570) loads, for the families the engine
             sliding window on every other layer, embeddings scaled by sqrt(n_embd)
   gemma3    Gemma 3: q/k norms, sliding window on 5 of every 6 layers (llama.cpp's default
             pattern, no key written, like the converter), local/global rope bases
+  --moe     (llama, llama3) Mixtral-style experts: `ffn_gate_inp` and `ffn_{gate,up,down}_exps`
+            as wide as feed_forward_length, expert_count / expert_used_count
   phi3      Phi-3: fused `attn_qkv`, gate and up fused in `ffn_up` (2*n_ff rows, gate first),
             `sliding_window` key written like the converter (llama.cpp ignores it for phi3)
 
@@ -461,6 +463,7 @@ class Spec:
     master: str  # F16 | F32
     template: str | None  # file or "none" or None (family default)
     spm_vocab_size: int = 1024
+    moe: bool = False  # llama/llama3: Mixtral-style experts
 
 
 def tensor_plan(spec: Spec, n_vocab: int):
@@ -522,8 +525,8 @@ def tensor_plan(spec: Spec, n_vocab: int):
         if gemma:
             vec(p + "post_attention_norm.weight", d, sc.residual_gain)
         vec(p + "ffn_norm.weight", d, 1.0)
-        if a == "qwen3moe":
-            ne, fe = s.n_expert, s.n_ff_exp or max(256, (s.n_ff // 4) // 256 * 256)
+        if a == "qwen3moe" or spec.moe:
+            ne, fe = s.n_expert, (s.n_ff if spec.moe else s.n_ff_exp or max(256, (s.n_ff // 4) // 256 * 256))
             add(p + "ffn_gate_inp.weight", (ne, d), np.float32,
                 lambda name=p + "ffn_gate_inp.weight": g.normal(name, (ne, d), sc.router_std / math.sqrt(d), np.float32))
             for t, shp, gain, fan in (("gate", (ne, fe, d), 1.0, d), ("up", (ne, fe, d), 1.0, d),
@@ -566,7 +569,7 @@ def write_master(spec: Spec, path: Path) -> None:
     w.add_type("model")
     w.add_name(f"random {a} {s.name} seed {spec.seed}")
     w.add_description(f"random weights by distributed-llm scripts/make-gguf.py: arch={a} shape={s.name} "
-                      f"tokenizer={spec.tokenizer} seed={spec.seed} untied={spec.untied} "
+                      f"tokenizer={spec.tokenizer} seed={spec.seed} untied={spec.untied} moe={spec.moe} "
                       f"logit_std={spec.scales.logit_std} residual_gain={spec.scales.residual_gain} "
                       f"attn_sharpness={spec.scales.attn_sharpness}")
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if spec.master == "F16" else gguf.LlamaFileType.ALL_F32)
@@ -585,9 +588,10 @@ def write_master(spec: Spec, path: Path) -> None:
     if a in ("qwen3", "qwen3moe", "gemma2", "gemma3") or (s.head_dim and s.head_dim != s.n_embd // s.n_head):
         w.add_key_length(hd)
         w.add_value_length(hd)
-    if a == "qwen3moe":
+    if a == "qwen3moe" or spec.moe:
         w.add_expert_count(s.n_expert)
         w.add_expert_used_count(s.n_expert_used)
+    if a == "qwen3moe":
         w.add_expert_feed_forward_length(s.n_ff_exp or max(256, (s.n_ff // 4) // 256 * 256))
     if a == "gemma2":
         w.add_attn_logit_softcapping(fam["attn_softcap"])
@@ -734,6 +738,7 @@ def run(argv=None) -> list:
     ap.add_argument("--spm-vocab-size", type=int, default=1024)
     ap.add_argument("--template", help="a Jinja file for tokenizer.chat_template, or 'none' (default: the family's)")
     ap.add_argument("--untied", action="store_true", help="write a separate output.weight (not for gemma2)")
+    ap.add_argument("--moe", action="store_true", help="llama/llama3: Mixtral-style experts (--experts, --experts-used)")
     ap.add_argument("--master", default="F16", choices=["F16", "F32"], help="type of the 2-D weights of the master")
     ap.add_argument("--quant", default="", help=f"comma list of llama.cpp file types ({','.join(FTYPES)})")
     ap.add_argument("--out", help="output prefix: writes PREFIX.F16.gguf and PREFIX.<QUANT>.gguf")
@@ -764,6 +769,8 @@ def run(argv=None) -> list:
         return []
     if a.src:
         return requantize_existing(a)
+    if a.moe and GGUF_ARCH[a.arch] != "llama":
+        ap.error("--moe is for llama/llama3 (qwen3moe has experts of its own)")
     if a.untied and a.arch == "gemma2":
         ap.error("gemma2 always uses token_embd as the output (llama.cpp ignores output.weight)")
     ov = dict(n_layer=a.layers, n_embd=a.hidden, n_ff=a.ff, n_head=a.heads, n_head_kv=a.kv_heads,
@@ -772,13 +779,13 @@ def run(argv=None) -> list:
     shape = resolve_shape(a.arch, SHAPES[a.shape], ov)
     tok = a.tokenizer or default_tokenizer(a.arch, a.shape)
     logit_std = a.logit_std if a.logit_std is not None else (5.0 if a.arch == "gemma2" else 10.0)
-    spec = Spec(arch=a.arch, shape=shape, seed=a.seed, tokenizer=tok, untied=a.untied,
+    spec = Spec(arch=a.arch, shape=shape, seed=a.seed, tokenizer=tok, untied=a.untied, moe=a.moe,
                 scales=Scales(logit_std, a.residual_gain, a.attn_sharpness), master=a.master,
                 template=a.template, spm_vocab_size=a.spm_vocab_size)
 
     # file names: overrides and non-default knobs are part of the name (no cache collisions)
     shape_label = a.shape + "".join(f"-{k}{v}" for k, v in ov.items() if v is not None)
-    arch_label = a.arch + ("-untied" if a.untied else "")
+    arch_label = a.arch + ("-untied" if a.untied else "") + ("-moe" if a.moe else "")
     knobs = [(a.logit_std, None, "ls"), (a.residual_gain, 6.0, "rg"), (a.attn_sharpness, 3.0, "as"),
              (a.master, "F16", "m"), (a.template, None, "tmpl"), (a.spm_vocab_size if tok == "spm" else 1024, 1024, "sv")]
     extra = "".join(f"-{lbl}{Path(str(v)).stem}" for v, dflt, lbl in knobs if v != dflt)

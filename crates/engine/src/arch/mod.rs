@@ -1,16 +1,25 @@
 //! Model families. Each family is a small file that reads its hyper-parameters from GGUF
 //! metadata and returns a [`Spec`]: which shared blocks a layer uses and how. The tensor
 //! names are GGUF's standard ones (`blk.N.attn_q.weight`, ...), so the loader in `model`
-//! needs no family knowledge beyond the spec.
+//! needs no family knowledge beyond the spec. Every choice follows llama.cpp (the
+//! reference the tests compare against), including what it ignores.
 
+mod gemma2;
+mod gemma3;
 mod llama;
+mod phi3;
+mod qwen2;
+mod qwen3;
+mod qwen3moe;
 
 use crate::block::{AttnSpec, Gate, RopeMode, RopeSpec, Yarn};
 use crate::error::{EngineError, Result};
 use crate::gguf::{GgufFile, Meta};
 
 /// The architectures this engine runs (`general.architecture`).
-pub const SUPPORTED: &[&str] = &["llama"];
+pub const SUPPORTED: &[&str] = &[
+    "llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3",
+];
 
 /// Routing of a mixture-of-experts feed-forward block.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,9 +39,13 @@ pub struct LayerSpec {
     pub attn: AttnSpec,
     /// Index into [`Spec::ropes`].
     pub rope: usize,
+    /// Multiplies the queries after RoPE (Gemma, Phi-3; their `attn.scale` is then 1).
+    pub q_scale: Option<f32>,
 }
 
-/// Everything the shared blocks need to run one family's model.
+/// Everything the shared blocks need to run one family's model. Q/K/V fused in one
+/// `attn_qkv` matrix, and Q/K/V and output biases, are taken when the file has them
+/// (as llama.cpp does for every family).
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub arch: String,
@@ -46,9 +59,7 @@ pub struct Spec {
     pub vocab: usize,
     pub context_length: usize,
     pub norm_eps: f32,
-    /// Q, K, V in one matrix `attn_qkv`.
-    pub fused_qkv: bool,
-    /// Gate and up in one matrix `ffn_up` (gate first).
+    /// Gate and up in one matrix `ffn_up` (gate first; Phi-3).
     pub fused_gate_up: bool,
     /// Per-head RMS norm of queries and keys (`attn_q_norm`, `attn_k_norm`).
     pub qk_norm: bool,
@@ -68,34 +79,33 @@ pub struct Spec {
 impl Spec {
     /// Reads the spec of the model in `f`, or explains that its family is unsupported.
     pub fn read(f: &GgufFile) -> Result<Spec> {
-        let arch = f.info.architecture.as_str();
-        match arch {
+        match f.info.architecture.as_str() {
             "llama" => llama::spec(f),
+            "qwen2" => qwen2::spec(f),
+            "qwen3" => qwen3::spec(f),
+            "qwen3moe" => qwen3moe::spec(f),
+            "gemma2" => gemma2::spec(f),
+            "gemma3" => gemma3::spec(f),
+            "phi3" => phi3::spec(f),
             other => Err(unsupported(other)),
         }
     }
 
     /// A spec with the settings every family shares, read from `{arch}.*` keys: standard
-    /// attention, SwiGLU, no MoE; `rope` for every layer.
+    /// attention scaled by `1 / sqrt(head_dim)`, SwiGLU, no MoE; `rope` for every layer.
     pub fn base(f: &GgufFile, mode: RopeMode) -> Result<Spec> {
         let i = &f.info;
-        let m = f.md();
-        let k = |s: &str| format!("{}.{s}", i.architecture);
         let rope = rope_from_meta(f, mode, i.head_dim)?;
         let attn = AttnSpec {
             n_heads: i.n_heads,
             n_kv_heads: i.n_kv_heads,
             head_dim: i.head_dim,
             value_dim: i.value_dim,
-            scale: m
-                .f32_or(&k("attention.scale"), 0.0)
-                .ok()
-                .filter(|s| *s != 0.0)
-                .unwrap_or(1.0 / (i.head_dim as f32).sqrt()),
+            scale: 1.0 / (i.head_dim as f32).sqrt(),
             softcap: None,
             window: None,
         };
-        if i.n_kv_heads == 0 || i.n_heads % i.n_kv_heads != 0 {
+        if i.n_kv_heads == 0 || !i.n_heads.is_multiple_of(i.n_kv_heads) {
             return Err(EngineError::InvalidInput(format!(
                 "{} query heads cannot be grouped over {} KV heads",
                 i.n_heads, i.n_kv_heads
@@ -113,17 +123,55 @@ impl Spec {
             vocab: i.vocab_size,
             context_length: i.context_length,
             norm_eps: i.rms_eps,
-            fused_qkv: false,
             fused_gate_up: false,
             qk_norm: false,
             post_norms: false,
             gate: Gate::Silu,
-            moe: moe_from_meta(&m, &i.architecture)?,
+            moe: None,
             embed_scale: None,
             final_softcap: None,
             ropes: vec![rope],
-            layers: vec![LayerSpec { attn, rope: 0 }; i.n_layers],
+            layers: vec![
+                LayerSpec {
+                    attn,
+                    rope: 0,
+                    q_scale: None
+                };
+                i.n_layers
+            ],
         })
+    }
+
+    /// Scales the queries by `q` before attention instead of the scores (same maths;
+    /// llama.cpp's rounding for the families that do it so).
+    pub fn scale_queries(&mut self, q: f32) {
+        for l in &mut self.layers {
+            l.q_scale = Some(q);
+            l.attn.scale = 1.0;
+        }
+    }
+
+    /// Gives the layers marked in `sliding` a window of `window` positions and rotary
+    /// settings `rope` (added to [`Spec::ropes`]).
+    pub fn slide(&mut self, sliding: &[bool], window: usize, rope: RopeSpec) {
+        let idx = match self.ropes.iter().position(|r| *r == rope) {
+            Some(i) => i,
+            None => {
+                self.ropes.push(rope);
+                self.ropes.len() - 1
+            }
+        };
+        for (l, s) in self.layers.iter_mut().zip(sliding) {
+            if *s {
+                l.attn.window = Some(window);
+                l.rope = idx;
+            }
+        }
+    }
+
+    /// `{arch}.{key}` of this model.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.arch)
     }
 }
 
@@ -132,7 +180,28 @@ pub fn unsupported(arch: &str) -> EngineError {
     EngineError::UnsupportedArchitecture(arch.to_string())
 }
 
-/// Rotary settings from `{arch}.rope.*` keys and the `rope_freqs` tensor.
+/// Which layers use the sliding window, as llama.cpp reads it: the per-layer array
+/// `{arch}.attention.sliding_window_pattern`, or that key (else `period`) as a period
+/// `n` where layer `i` slides unless `i % n == n - 1` (`n = 0`: every layer slides).
+pub fn sliding_layers(f: &GgufFile, period: usize) -> Result<Vec<bool>> {
+    let key = format!("{}.attention.sliding_window_pattern", f.info.architecture);
+    let m = f.md();
+    let n = f.info.n_layers;
+    if let Some(a) = m.usize_array(&key) {
+        if a.len() < n {
+            return Err(EngineError::InvalidInput(format!(
+                "{key} has {} entries for {n} layers",
+                a.len()
+            )));
+        }
+        return Ok(a[..n].iter().map(|x| *x != 0).collect());
+    }
+    let p = m.usize_or(&key, period)?;
+    Ok((0..n).map(|i| p == 0 || i % p < p - 1).collect())
+}
+
+/// Rotary settings from `{arch}.rope.*` keys and the frequency-factor tensors, as
+/// llama.cpp sets them up for a context of the model's full length.
 pub fn rope_from_meta(f: &GgufFile, mode: RopeMode, head_dim: usize) -> Result<RopeSpec> {
     let m = f.md();
     let k = |s: &str| format!("{}.{s}", f.info.architecture);
@@ -145,45 +214,90 @@ pub fn rope_from_meta(f: &GgufFile, mode: RopeMode, head_dim: usize) -> Result<R
     if factor != 0.0 {
         rope.freq_scale = 1.0 / factor;
     }
+    // the original training context (YaRN, and the choice of Phi-3's long/short factors)
+    let orig_ctx = m.usize_or(
+        &k("rope.scaling.original_context_length"),
+        f.info.context_length,
+    )?;
     let kind = m.str(&k("rope.scaling.type")).unwrap_or("linear");
     match kind {
-        "none" | "linear" => {}
+        "none" => rope.freq_scale = 1.0,
+        "linear" | "longrope" => {}
         "yarn" => {
             rope.yarn = Some(Yarn {
                 ext_factor: 1.0,
-                beta_fast: m.f32_or(&k("rope.scaling.yarn_beta_fast"), 32.0)?,
-                beta_slow: m.f32_or(&k("rope.scaling.yarn_beta_slow"), 1.0)?,
-                orig_ctx: m.usize_or(
-                    &k("rope.scaling.original_context_length"),
-                    f.info.context_length,
-                )?,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                orig_ctx,
             });
-            // ggml multiplies by (1 + 0.1 ln(factor)) inside; llama.cpp cancels that here.
-            rope.attn_factor = m.f32_or(&k("rope.scaling.attn_factor"), 1.0)?;
+            // llama-context.cpp: the magnitude scale, divided by the one ggml multiplies in
+            let factor = 1.0 / rope.freq_scale;
+            let mscale = if factor <= 1.0 {
+                1.0
+            } else {
+                0.1 * factor.ln() + 1.0
+            };
+            rope.attn_factor = mscale * (1.0 / (1.0 + 0.1 * factor.ln()));
         }
         other => {
             return Err(EngineError::InvalidInput(format!(
-                "rope scaling type '{other}' is not supported (none, linear, yarn are)"
+                "rope scaling type '{other}' is not supported (none, linear, yarn, longrope are)"
             )))
         }
     }
-    if f.has("rope_freqs.weight") {
-        rope.freq_factors = Some(crate::block::load_vector(f, "rope_freqs.weight")?);
+    rope.attn_factor *= m.f32_or(&k("rope.scaling.attn_factor"), 1.0)?;
+    let long = f.info.context_length > orig_ctx;
+    let factors = [
+        "rope_freqs.weight",
+        if long {
+            "rope_factors_long.weight"
+        } else {
+            "rope_factors_short.weight"
+        },
+    ];
+    if let Some(name) = factors.into_iter().find(|n| f.has(n)) {
+        let v = crate::block::load_vector(f, name)?;
+        if v.len() < n_rot / 2 {
+            return Err(EngineError::InvalidInput(format!(
+                "{name}: {} factors for {} rotated pairs",
+                v.len(),
+                n_rot / 2
+            )));
+        }
+        rope.freq_factors = Some(v);
     }
     Ok(rope)
 }
 
-/// Mixture-of-experts settings from `{arch}.expert_*` keys (none when absent).
-pub fn moe_from_meta(m: &Meta, arch: &str) -> Result<Option<MoeSpec>> {
+/// Mixture-of-experts settings from `{arch}.expert_*` keys (none when absent); experts
+/// are `default_ffn` wide unless `expert_feed_forward_length` says otherwise.
+pub fn moe_from_meta(
+    m: &Meta,
+    arch: &str,
+    default_ffn: usize,
+    norm_top_k: bool,
+) -> Result<Option<MoeSpec>> {
     let k = |s: &str| format!("{arch}.{s}");
     let n_experts = m.usize_or(&k("expert_count"), 0)?;
     if n_experts == 0 {
         return Ok(None);
     }
+    let n_used = m.usize(&k("expert_used_count"))?;
+    if n_used == 0 || n_used > n_experts {
+        return Err(EngineError::InvalidInput(format!(
+            "{n_used} of {n_experts} experts per token"
+        )));
+    }
     Ok(Some(MoeSpec {
         n_experts,
-        n_used: m.usize(&k("expert_used_count"))?,
-        expert_ffn: m.usize_or(&k("expert_feed_forward_length"), 0)?,
-        norm_top_k: m.bool_or(&k("expert_weights_norm"), true),
+        n_used,
+        expert_ffn: m.usize_or(&k("expert_feed_forward_length"), 0).map(|x| {
+            if x == 0 {
+                default_ffn
+            } else {
+                x
+            }
+        })?,
+        norm_top_k,
     }))
 }

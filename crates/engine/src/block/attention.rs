@@ -89,11 +89,11 @@ fn head(s: &AttnSpec, q: &[f32], kv: &LayerKv, kvh: usize, len: usize, out: &mut
     }
     let scores = &mut scores[lo..];
     if let Some(cap) = s.softcap {
-        for v in scores.iter_mut() {
-            *v = cap * (*v / cap).tanh();
-        }
+        super::activation::softcap(scores, cap);
     }
     super::activation::softmax(scores);
+    // llama.cpp multiplies the f16 values by the probabilities rounded to f16
+    scores.iter_mut().for_each(|p| *p = half::f16::from_f32(*p).to_f32());
     values(scores, kv, lo, kvh * s.value_dim, out);
 }
 
@@ -181,9 +181,10 @@ mod tests {
         let lo = s.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let mut sc: Vec<f32> = (lo..=pos)
             .map(|p| q.iter().zip(&k[p]).map(|(a, b)| a * b).sum::<f32>() * s.scale)
-            .map(|x| s.softcap.map_or(x, |c| c * (x / c).tanh()))
+            .map(|x| s.softcap.map_or(x, |c| (x * (1.0 / c)).tanh() * c))
             .collect();
         crate::block::softmax(&mut sc);
+        sc.iter_mut().for_each(|p| *p = half::f16::from_f32(*p).to_f32());
         let mut o = vec![0f32; s.value_dim];
         for (i, w) in sc.iter().enumerate() {
             for (a, b) in o.iter_mut().zip(&v[lo + i]) {

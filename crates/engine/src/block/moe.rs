@@ -1,7 +1,8 @@
-//! Mixture-of-experts feed-forward block: a router picks the top-k experts of each token
-//! (softmax over all experts, then renormalised over the chosen ones when asked), each
-//! expert is a gated FFN, and a token's output is the weighted sum of its experts' outputs
-//! in the order they were chosen (so it does not depend on the batch).
+//! Mixture-of-experts feed-forward block, as llama.cpp's `build_moe_ffn` with softmax
+//! gating: a router picks the top-k experts of each token (softmax over all experts, then
+//! renormalised over the chosen ones when asked; ties go to the lower index), each expert
+//! is a gated FFN, and a token's output is the weighted sum of its experts' outputs in
+//! the order they were chosen (so it does not depend on the batch).
 
 use super::activation::{softmax, Gate};
 use super::linear::{matmul, matmul_many, Linear};
@@ -34,9 +35,14 @@ impl Moe {
             let mut idx: Vec<usize> = (0..ne).collect();
             idx.sort_by(|a, b| row[*b].total_cmp(&row[*a]).then(a.cmp(b)));
             let top = &idx[..self.n_used];
-            let sum: f32 = top.iter().map(|e| row[*e]).sum();
+            // (clamped like llama.cpp: never below f16's smallest normal)
+            let sum = top.iter().map(|e| row[*e]).sum::<f32>().max(6.103_515_6e-5);
             for e in top {
-                let w = if self.norm_top_k { row[*e] / sum } else { row[*e] };
+                let w = if self.norm_top_k {
+                    row[*e] / sum
+                } else {
+                    row[*e]
+                };
                 choice.push((*e, w));
             }
         }
@@ -53,7 +59,10 @@ impl Moe {
                 let t = s / self.n_used;
                 xs.extend_from_slice(&x[t * dim..(t + 1) * dim]);
             }
-            let (gate, up) = (self.gate.rows(e * ff..(e + 1) * ff), self.up.rows(e * ff..(e + 1) * ff));
+            let (gate, up) = (
+                self.gate.rows(e * ff..(e + 1) * ff),
+                self.up.rows(e * ff..(e + 1) * ff),
+            );
             let mut g = vec![0f32; m * ff];
             let mut u = vec![0f32; m * ff];
             matmul_many(&Input::new(&xs, m), &mut [(&gate, &mut g), (&up, &mut u)]);

@@ -40,6 +40,9 @@ impl ModelInfo {
     pub fn from_content(c: &Content, file_bytes: u64) -> Result<ModelInfo> {
         let m = Meta(c);
         let arch = m.str("general.architecture")?.to_string();
+        if !crate::arch::SUPPORTED.contains(&arch.as_str()) {
+            return Err(crate::arch::unsupported(&arch)); // before its keys are looked for
+        }
         let k = |s: &str| format!("{arch}.{s}");
         let name = m.str("general.name").unwrap_or("unnamed").to_string();
         let n_layers = m.usize(&k("block_count"))?;

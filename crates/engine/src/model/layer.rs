@@ -1,4 +1,5 @@
-//! The weights of one transformer layer, loaded as the family's spec says.
+//! The weights of one transformer layer, loaded as the family's spec says. Like llama.cpp,
+//! any family may store Q/K/V fused in `attn_qkv`, and carry Q/K/V and output biases.
 
 use crate::arch::Spec;
 use crate::block::{load_vector, Linear, Moe};
@@ -13,7 +14,11 @@ pub enum Qkv {
 
 /// The feed-forward block: dense (gate may be fused into up) or mixture of experts.
 pub enum Ffn {
-    Dense { gate: Option<Linear>, up: Linear, down: Linear },
+    Dense {
+        gate: Option<Linear>,
+        up: Linear,
+        down: Linear,
+    },
     Moe(Moe),
 }
 
@@ -21,11 +26,12 @@ pub enum Ffn {
 pub struct Layer {
     pub attn_norm: Vec<f32>,
     pub qkv: Qkv,
-    /// Q, K, V biases (Qwen 2).
+    /// Q, K, V biases (Qwen 2); a missing one of the three is zeros.
     pub bias: Option<[Vec<f32>; 3]>,
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
     pub wo: Linear,
+    pub wo_bias: Option<Vec<f32>>,
     pub post_attn_norm: Option<Vec<f32>>,
     pub ffn_norm: Vec<f32>,
     pub ffn: Ffn,
@@ -36,37 +42,65 @@ impl Layer {
     /// Loads layer `i` of `f` (only its own tensors are touched).
     pub fn load(f: &GgufFile, spec: &Spec, i: usize) -> Result<Layer> {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
-        let opt_vec = |s: &str| -> Result<Option<Vec<f32>>> {
-            let name = n(s);
-            f.has(&name).then(|| load_vector(f, &name)).transpose()
-        };
+        let b = |s: &str| format!("blk.{i}.{s}.bias");
+        let opt = |name: String| f.has(&name).then(|| load_vector(f, &name)).transpose();
+        let vec_if = |on: bool, s: &str| on.then(|| load_vector(f, &n(s))).transpose();
         let mat = |s: &str| Linear::load(f, &n(s));
-        let qkv = if spec.fused_qkv {
-            Qkv::Fused(mat("attn_qkv")?)
+        let (qd, kd) = (
+            spec.n_heads * spec.head_dim,
+            spec.n_kv_heads * spec.head_dim,
+        );
+        let vd = spec.n_kv_heads * spec.value_dim;
+        let (qkv, bias) = if f.has(&n("attn_qkv")) {
+            let w = mat("attn_qkv")?;
+            check_rows(&w, qd + kd + vd, &n("attn_qkv"))?;
+            let bias = opt(b("attn_qkv"))?.map(|v| {
+                [
+                    v[..qd].to_vec(),
+                    v[qd..qd + kd].to_vec(),
+                    v[qd + kd..].to_vec(),
+                ]
+            });
+            (Qkv::Fused(w), bias)
         } else {
-            Qkv::Separate {
-                q: mat("attn_q")?,
-                k: mat("attn_k")?,
-                v: mat("attn_v")?,
+            let (q, k, v) = (mat("attn_q")?, mat("attn_k")?, mat("attn_v")?);
+            check_rows(&q, qd, &n("attn_q"))?;
+            check_rows(&k, kd, &n("attn_k"))?;
+            check_rows(&v, vd, &n("attn_v"))?;
+            (Qkv::Separate { q, k, v }, None)
+        };
+        let bias = match bias {
+            Some(b) => Some(b),
+            None => {
+                let [bq, bk, bv] = [opt(b("attn_q"))?, opt(b("attn_k"))?, opt(b("attn_v"))?];
+                (bq.is_some() || bk.is_some() || bv.is_some()).then(|| {
+                    [
+                        bq.unwrap_or(vec![0.0; qd]),
+                        bk.unwrap_or(vec![0.0; kd]),
+                        bv.unwrap_or(vec![0.0; vd]),
+                    ]
+                })
             }
         };
-        let bias = if f.has(&format!("blk.{i}.attn_q.bias")) {
-            let b = |s: &str| load_vector(f, &format!("blk.{i}.{s}.bias"));
-            Some([b("attn_q")?, b("attn_k")?, b("attn_v")?])
-        } else {
-            None
-        };
         let ffn = match &spec.moe {
-            Some(moe) => Ffn::Moe(Moe {
-                router: mat("ffn_gate_inp")?,
-                gate: mat("ffn_gate_exps")?,
-                up: mat("ffn_up_exps")?,
-                down: mat("ffn_down_exps")?,
-                n_experts: moe.n_experts,
-                n_used: moe.n_used,
-                norm_top_k: moe.norm_top_k,
-                act: spec.gate,
-            }),
+            Some(moe) => {
+                let m = Moe {
+                    router: mat("ffn_gate_inp")?,
+                    gate: mat("ffn_gate_exps")?,
+                    up: mat("ffn_up_exps")?,
+                    down: mat("ffn_down_exps")?,
+                    n_experts: moe.n_experts,
+                    n_used: moe.n_used,
+                    norm_top_k: moe.norm_top_k,
+                    act: spec.gate,
+                };
+                let ef = moe.n_experts * moe.expert_ffn;
+                check_rows(&m.router, moe.n_experts, &n("ffn_gate_inp"))?;
+                check_rows(&m.gate, ef, &n("ffn_gate_exps"))?;
+                check_rows(&m.up, ef, &n("ffn_up_exps"))?;
+                check_rows(&m.down, moe.n_experts * spec.dim, &n("ffn_down_exps"))?;
+                Ffn::Moe(m)
+            }
             None => Ffn::Dense {
                 gate: if spec.fused_gate_up {
                     None
@@ -77,26 +111,18 @@ impl Layer {
                 down: mat("ffn_down")?,
             },
         };
-        let need = |v: Option<Vec<f32>>, s: &str| v.ok_or_else(|| EngineError::MissingTensor(n(s)));
         Ok(Layer {
             attn_norm: load_vector(f, &n("attn_norm"))?,
             qkv,
             bias,
-            q_norm: if spec.qk_norm { Some(need(opt_vec("attn_q_norm")?, "attn_q_norm")?) } else { None },
-            k_norm: if spec.qk_norm { Some(need(opt_vec("attn_k_norm")?, "attn_k_norm")?) } else { None },
+            q_norm: vec_if(spec.qk_norm, "attn_q_norm")?,
+            k_norm: vec_if(spec.qk_norm, "attn_k_norm")?,
             wo: mat("attn_output")?,
-            post_attn_norm: if spec.post_norms {
-                Some(need(opt_vec("post_attention_norm")?, "post_attention_norm")?)
-            } else {
-                None
-            },
+            wo_bias: opt(b("attn_output"))?,
+            post_attn_norm: vec_if(spec.post_norms, "post_attention_norm")?,
             ffn_norm: load_vector(f, &n("ffn_norm"))?,
             ffn,
-            post_ffn_norm: if spec.post_norms {
-                Some(need(opt_vec("post_ffw_norm")?, "post_ffw_norm")?)
-            } else {
-                None
-            },
+            post_ffn_norm: vec_if(spec.post_norms, "post_ffw_norm")?,
         })
     }
 
@@ -107,9 +133,22 @@ impl Layer {
             Qkv::Fused(m) => m.bytes(),
         };
         let ffn = match &self.ffn {
-            Ffn::Dense { gate, up, down } => gate.as_ref().map_or(0, |g| g.bytes()) + up.bytes() + down.bytes(),
+            Ffn::Dense { gate, up, down } => {
+                gate.as_ref().map_or(0, |g| g.bytes()) + up.bytes() + down.bytes()
+            }
             Ffn::Moe(m) => m.router.bytes() + m.gate.bytes() + m.up.bytes() + m.down.bytes(),
         };
         qkv + self.wo.bytes() + ffn
     }
+}
+
+/// Checks that a projection has the rows the spec expects.
+fn check_rows(w: &Linear, rows: usize, name: &str) -> Result<()> {
+    if w.rows != rows {
+        return Err(EngineError::InvalidInput(format!(
+            "{name}: {} rows, the model's hyper-parameters need {rows}",
+            w.rows
+        )));
+    }
+    Ok(())
 }

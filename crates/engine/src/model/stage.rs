@@ -101,8 +101,15 @@ impl Stage {
             } else {
                 Linear::load(&f, "token_embd.weight")? // tied to the embedding
             };
-            let bias = f.has("output.bias").then(|| load_vector(&f, "output.bias")).transpose()?;
-            (Some(load_vector(&f, "output_norm.weight")?), Some(head), bias)
+            let bias = f
+                .has("output.bias")
+                .then(|| load_vector(&f, "output.bias"))
+                .transpose()?;
+            (
+                Some(load_vector(&f, "output_norm.weight")?),
+                Some(head),
+                bias,
+            )
         } else {
             (None, None, None)
         };
@@ -224,7 +231,7 @@ impl Stage {
             .collect();
         for (i, layer) in self.layers.iter().enumerate() {
             self.layer_forward(i, layer, &mut x, &parts, seqs, &tables);
-            if std::env::var_os("DLLM_NO_F16_RESIDUAL").is_none() { round_to_f16(&mut x); }
+            round_to_f16(&mut x);
         }
         match (&self.output_norm, &self.output) {
             (Some(norm), Some(head)) => {
@@ -242,7 +249,10 @@ impl Stage {
                 if let Some(cap) = self.spec.final_softcap {
                     softcap(&mut logits, cap);
                 }
-                Ok(logits.chunks_exact(head.rows).map(|l| StageOutput::Logits(l.to_vec())).collect())
+                Ok(logits
+                    .chunks_exact(head.rows)
+                    .map(|l| StageOutput::Logits(l.to_vec()))
+                    .collect())
             }
             _ => Ok(parts
                 .iter()
@@ -313,13 +323,19 @@ impl Stage {
         let eps = s.norm_eps;
         let mut xn = vec![0f32; x.len()];
         rms_norm(x, &l.attn_norm, eps, &mut xn);
-        let (mut q, mut k, mut v) = (vec![0f32; total * qd], vec![0f32; total * kd], vec![0f32; total * vd]);
+        let (mut q, mut k, mut v) = (
+            vec![0f32; total * qd],
+            vec![0f32; total * kd],
+            vec![0f32; total * vd],
+        );
         {
             let input = Input::new(&xn, total);
             match &l.qkv {
-                Qkv::Separate { q: wq, k: wk, v: wv } => {
-                    matmul_many(&input, &mut [(wq, &mut q), (wk, &mut k), (wv, &mut v)])
-                }
+                Qkv::Separate {
+                    q: wq,
+                    k: wk,
+                    v: wv,
+                } => matmul_many(&input, &mut [(wq, &mut q), (wk, &mut k), (wv, &mut v)]),
                 Qkv::Fused(w) => {
                     let mut all = vec![0f32; total * (qd + kd + vd)];
                     matmul(&input, w, &mut all);
@@ -352,10 +368,15 @@ impl Stage {
                 rope.apply(&mut k[row * kd..(row + 1) * kd], hd, cs);
             }
             if let Some(qs) = ls.q_scale {
-                q[p.offset * qd..(p.offset + p.n) * qd].iter_mut().for_each(|v| *v *= qs);
+                q[p.offset * qd..(p.offset + p.n) * qd]
+                    .iter_mut()
+                    .for_each(|v| *v *= qs);
             }
             let rows = p.offset..p.offset + p.n;
-            seqs[si].cache.layers[li].push(&k[rows.start * kd..rows.end * kd], &v[rows.start * vd..rows.end * vd]);
+            seqs[si].cache.layers[li].push(
+                &k[rows.start * kd..rows.end * kd],
+                &v[rows.start * vd..rows.end * vd],
+            );
         }
         let od = a.n_heads * a.value_dim;
         let mut att = vec![0f32; total * od];
@@ -398,7 +419,10 @@ impl Stage {
                         let ff = up.rows / 2;
                         let mut gu = vec![0f32; total * 2 * ff];
                         matmul(&input, up, &mut gu);
-                        let (mut g, mut u) = (Vec::with_capacity(total * ff), Vec::with_capacity(total * ff));
+                        let (mut g, mut u) = (
+                            Vec::with_capacity(total * ff),
+                            Vec::with_capacity(total * ff),
+                        );
                         for row in gu.chunks_exact(2 * ff) {
                             g.extend_from_slice(&row[..ff]);
                             u.extend_from_slice(&row[ff..]);
