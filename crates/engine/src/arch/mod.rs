@@ -196,8 +196,24 @@ pub fn sliding_layers(f: &GgufFile, period: usize) -> Result<Vec<bool>> {
         }
         return Ok(a[..n].iter().map(|x| *x != 0).collect());
     }
-    let p = m.usize_or(&key, period)?;
-    Ok((0..n).map(|i| p == 0 || i % p < p - 1).collect())
+    Ok(swa_period(n, m.usize_or(&key, period)?))
+}
+
+/// Layer `i` of `n` slides unless `i % p == p - 1` (`p = 0`: all slide).
+fn swa_period(n: usize, p: usize) -> Vec<bool> {
+    (0..n).map(|i| p == 0 || i % p < p - 1).collect()
+}
+
+/// The YaRN magnitude llama-context.cpp passes to ggml for a context `factor`: ggml
+/// multiplies in `1 + 0.1 ln(factor)` itself, so this is about 1 and the rotation ends up
+/// scaled by YaRN's `mscale` once.
+fn yarn_attn_factor(factor: f32) -> f32 {
+    let mscale = if factor <= 1.0 {
+        1.0
+    } else {
+        0.1 * factor.ln() + 1.0
+    };
+    mscale * (1.0 / (1.0 + 0.1 * factor.ln()))
 }
 
 /// Rotary settings from `{arch}.rope.*` keys and the frequency-factor tensors, as
@@ -230,14 +246,7 @@ pub fn rope_from_meta(f: &GgufFile, mode: RopeMode, head_dim: usize) -> Result<R
                 beta_slow: 1.0,
                 orig_ctx,
             });
-            // llama-context.cpp: the magnitude scale, divided by the one ggml multiplies in
-            let factor = 1.0 / rope.freq_scale;
-            let mscale = if factor <= 1.0 {
-                1.0
-            } else {
-                0.1 * factor.ln() + 1.0
-            };
-            rope.attn_factor = mscale * (1.0 / (1.0 + 0.1 * factor.ln()));
+            rope.attn_factor = yarn_attn_factor(1.0 / rope.freq_scale);
         }
         other => {
             return Err(EngineError::InvalidInput(format!(
@@ -300,4 +309,30 @@ pub fn moe_from_meta(
         })?,
         norm_top_k,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_window_patterns_as_llama_cpp() {
+        // Gemma 2: every other layer from the first; Gemma 3: 5 local, then 1 global.
+        assert_eq!(swa_period(4, 2), [true, false, true, false]);
+        assert_eq!(
+            swa_period(7, 6),
+            [true, true, true, true, true, false, true]
+        );
+        assert_eq!(swa_period(3, 0), [true, true, true]);
+        assert_eq!(swa_period(2, 1), [false, false]);
+    }
+
+    #[test]
+    fn yarn_magnitude_is_applied_once() {
+        for f in [1.0f32, 4.0, 32.0] {
+            let ggml = 1.0 + 0.1 * f.ln(); // rope_yarn's own factor
+            assert!((yarn_attn_factor(f) * ggml - (1.0 + 0.1 * f.ln())).abs() < 1e-6);
+            assert!((yarn_attn_factor(f) - 1.0).abs() < 1e-6);
+        }
+    }
 }
