@@ -145,6 +145,7 @@ fn driver(f: Format, data: &[u8], rows: usize, cols: usize, input: &Input, out: 
             data: &data[..bytes],
             rows,
             cols,
+            packed: None,
             out,
         }],
     );

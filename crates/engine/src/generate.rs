@@ -4,8 +4,8 @@
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
-use crate::sampling::{Sampler, SamplingParams};
 use crate::model::{KvCache, Stage, StageInput, StageOutput};
+use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -96,11 +96,19 @@ impl SamplingParams {
                 return Err(format!("{name} must be within -2..=2, got {v}"));
             }
         }
-        if let Some((t, b)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite() || b.abs() > 100.0) {
-            return Err(format!("logit_bias for token {t} must be within -100..=100, got {b}"));
+        if let Some((t, b)) = self
+            .logit_bias
+            .iter()
+            .find(|(_, b)| !b.is_finite() || b.abs() > 100.0)
+        {
+            return Err(format!(
+                "logit_bias for token {t} must be within -100..=100, got {b}"
+            ));
         }
         if let Some(k) = self.logprobs.filter(|k| *k > MAX_TOP_LOGPROBS) {
-            return Err(format!("top_logprobs must be at most {MAX_TOP_LOGPROBS}, got {k}"));
+            return Err(format!(
+                "top_logprobs must be at most {MAX_TOP_LOGPROBS}, got {k}"
+            ));
         }
         if self.max_tokens == 0 {
             return Err("max_tokens must be at least 1".into());
@@ -186,10 +194,18 @@ impl Sampler {
             self.draw(logits, history.len())
         };
         match p.logprobs {
-            None => Sampled { token, logprob: 0.0, top: Vec::new() },
+            None => Sampled {
+                token,
+                logprob: 0.0,
+                top: Vec::new(),
+            },
             Some(k) => {
                 let (logprob, top) = log_probs(logits, token, k);
-                Sampled { token, logprob, top }
+                Sampled {
+                    token,
+                    logprob,
+                    top,
+                }
             }
         }
     }
@@ -202,7 +218,11 @@ impl Sampler {
             for &t in &history[start..] {
                 if let Some(l) = logits.get_mut(t as usize) {
                     if seen.insert(t) {
-                        *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+                        *l = if *l > 0.0 {
+                            *l / p.repeat_penalty
+                        } else {
+                            *l * p.repeat_penalty
+                        };
                     }
                 }
             }
@@ -286,8 +306,17 @@ fn mix(seed: u64, pos: u64) -> u64 {
 /// Log-probability of `token` and the `k` best tokens under `softmax(logits)`.
 fn log_probs(logits: &[f32], token: u32, k: usize) -> (f32, Vec<(u32, f32)>) {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    let lse = max + logits.iter().map(|l| ((l - max) as f64).exp()).sum::<f64>().ln() as f32;
-    let mut top: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, l)| (i as u32, *l)).collect();
+    let lse = max
+        + logits
+            .iter()
+            .map(|l| ((l - max) as f64).exp())
+            .sum::<f64>()
+            .ln() as f32;
+    let mut top: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u32, *l))
+        .collect();
     let by = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if k > 0 && k < top.len() {
         top.select_nth_unstable_by(k - 1, by);
@@ -336,7 +365,7 @@ mod tests {
             ..Default::default()
         };
         let logits = [1.0, 5.0, 4.9, 0.0, -1.0];
-        let hist = vec![0u32; 50];
+        let hist = [0u32; 50];
         let a: Vec<u32> = {
             let mut s = Sampler::new(&p);
             (0..50)
@@ -367,9 +396,14 @@ mod tests {
         let s1 = Sampler::new(&p);
         let s2 = Sampler::new(&p);
         let hist: Vec<u32> = (0..40).collect();
-        let a: Vec<u32> = (0..40).map(|i| s1.pick(&mut logits.clone(), &hist[..i], None).token).collect();
+        let a: Vec<u32> = (0..40)
+            .map(|i| s1.pick(&mut logits.clone(), &hist[..i], None).token)
+            .collect();
         // A fresh sampler (a replay elsewhere) at the same positions, in another order.
-        let b: Vec<u32> = (0..40).rev().map(|i| s2.pick(&mut logits.clone(), &hist[..i], None).token).collect();
+        let b: Vec<u32> = (0..40)
+            .rev()
+            .map(|i| s2.pick(&mut logits.clone(), &hist[..i], None).token)
+            .collect();
         assert_eq!(a, b.into_iter().rev().collect::<Vec<_>>());
         assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 2);
     }
@@ -390,10 +424,23 @@ mod tests {
         assert_eq!(out.top[0].0, 1);
         let total: f32 = [0.0f32, 2.0, 0.5].iter().map(|l| l.exp()).sum();
         assert!((out.logprob - (2.0 - total.ln())).abs() < 1e-5);
-        let biased = SamplingParams { logit_bias: vec![(0, 10.0)], ..SamplingParams::greedy(1) };
-        assert_eq!(Sampler::new(&biased).pick(&mut [0.0, 2.0, 3.0], &[], None).token, 0);
+        let biased = SamplingParams {
+            logit_bias: vec![(0, 10.0)],
+            ..SamplingParams::greedy(1)
+        };
+        assert_eq!(
+            Sampler::new(&biased)
+                .pick(&mut [0.0, 2.0, 3.0], &[], None)
+                .token,
+            0
+        );
         let mask = [0b010u32];
-        assert_eq!(Sampler::new(&SamplingParams::greedy(1)).pick(&mut [0.0, 2.0, 3.0], &[], Some(&mask)).token, 1);
+        assert_eq!(
+            Sampler::new(&SamplingParams::greedy(1))
+                .pick(&mut [0.0, 2.0, 3.0], &[], Some(&mask))
+                .token,
+            1
+        );
     }
 
     #[test]

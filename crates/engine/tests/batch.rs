@@ -24,7 +24,10 @@ fn batched_sequences_equal_single_runs() {
         "Write a haiku about the sea, the wind and a lighthouse keeper at night.",
     ]
     .iter()
-    .map(|p| g.chat_tokens(&[engine::ChatMessage::new("user", p)]).unwrap())
+    .map(|p| {
+        g.chat_tokens(&[engine::ChatMessage::new("user", p)])
+            .unwrap()
+    })
     .collect();
 
     // Alone: greedy 16 tokens each, recording the logits of every step.
@@ -35,7 +38,11 @@ fn batched_sequences_equal_single_runs() {
             let mut input = p.clone();
             (0..16)
                 .map(|_| {
-                    let l = logits(stage.forward(StageInput::Tokens(input.clone()), &mut cache).unwrap());
+                    let l = logits(
+                        stage
+                            .forward(StageInput::Tokens(input.clone()), &mut cache)
+                            .unwrap(),
+                    );
                     input = vec![argmax(&l)];
                     l
                 })

@@ -49,7 +49,10 @@ pub fn attend(s: &AttnSpec, items: &mut [AttnItem]) {
         }
         work += it.n * nh * it.cache.len() * (s.head_dim + s.value_dim);
     }
-    let outs: Vec<SendPtr> = items.iter_mut().map(|it| SendPtr(it.out.as_mut_ptr())).collect();
+    let outs: Vec<SendPtr> = items
+        .iter_mut()
+        .map(|it| SendPtr(it.out.as_mut_ptr()))
+        .collect();
     let items = &*items;
     let one = |&(i, t, h): &(usize, usize, usize)| {
         let it = &items[i];
@@ -93,7 +96,9 @@ fn head(s: &AttnSpec, q: &[f32], kv: &LayerKv, kvh: usize, len: usize, out: &mut
     }
     super::activation::softmax(scores);
     // llama.cpp multiplies the f16 values by the probabilities rounded to f16
-    scores.iter_mut().for_each(|p| *p = half::f16::from_f32(*p).to_f32());
+    scores
+        .iter_mut()
+        .for_each(|p| *p = half::f16::from_f32(*p).to_f32());
     values(scores, kv, lo, kvh * s.value_dim, out);
 }
 
@@ -117,7 +122,7 @@ fn scores_block(q: &[f32], keys: &[half::f16]) -> [f32; KBLK] {
 /// `out = Σ_p w[p] * v[lo + p]` over the value rows of one KV head.
 fn values(w: &[f32], kv: &LayerKv, lo: usize, d0: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::quant::simd::avx2() && out.len() % 8 == 0 {
+    if crate::quant::simd::avx2() && out.len().is_multiple_of(8) {
         // SAFETY: AVX2, FMA and F16C were detected at run time.
         return unsafe { avx::values(w, kv, lo, d0, out) };
     }
@@ -184,7 +189,8 @@ mod tests {
             .map(|x| s.softcap.map_or(x, |c| (x * (1.0 / c)).tanh() * c))
             .collect();
         crate::block::softmax(&mut sc);
-        sc.iter_mut().for_each(|p| *p = half::f16::from_f32(*p).to_f32());
+        sc.iter_mut()
+            .for_each(|p| *p = half::f16::from_f32(*p).to_f32());
         let mut o = vec![0f32; s.value_dim];
         for (i, w) in sc.iter().enumerate() {
             for (a, b) in o.iter_mut().zip(&v[lo + i]) {
@@ -198,18 +204,44 @@ mod tests {
     fn matches_naive_with_window_and_softcap() {
         let hd = 16;
         let f = |i: usize| ((i * 7919) % 97) as f32 / 48.0 - 1.0;
-        let k: Vec<Vec<f32>> = (0..150).map(|p| (0..hd).map(|d| f(p * hd + d)).collect()).collect();
-        let v: Vec<Vec<f32>> = (0..150).map(|p| (0..hd).map(|d| f(p * 31 + d * 3)).collect()).collect();
-        let k16: Vec<Vec<f32>> = k.iter().map(|r| r.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect()).collect();
-        let v16: Vec<Vec<f32>> = v.iter().map(|r| r.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect()).collect();
+        let k: Vec<Vec<f32>> = (0..150)
+            .map(|p| (0..hd).map(|d| f(p * hd + d)).collect())
+            .collect();
+        let v: Vec<Vec<f32>> = (0..150)
+            .map(|p| (0..hd).map(|d| f(p * 31 + d * 3)).collect())
+            .collect();
+        let k16: Vec<Vec<f32>> = k
+            .iter()
+            .map(|r| r.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect())
+            .collect();
+        let v16: Vec<Vec<f32>> = v
+            .iter()
+            .map(|r| r.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect())
+            .collect();
         let mut cache = LayerKv::new(hd, hd);
         cache.push(&k.concat(), &v.concat());
         for (window, softcap) in [(None, None), (Some(70), Some(5.0))] {
-            let s = AttnSpec { n_heads: 1, n_kv_heads: 1, head_dim: hd, value_dim: hd, scale: 0.25, softcap, window };
+            let s = AttnSpec {
+                n_heads: 1,
+                n_kv_heads: 1,
+                head_dim: hd,
+                value_dim: hd,
+                scale: 0.25,
+                softcap,
+                window,
+            };
             let q: Vec<f32> = (0..2 * hd).map(|i| f(i * 13 + 5)).collect();
             let mut out = vec![0f32; 2 * hd];
             // The last two positions as two new queries.
-            attend(&s, &mut [AttnItem { q: &q, cache: &cache, n: 2, out: &mut out }]);
+            attend(
+                &s,
+                &mut [AttnItem {
+                    q: &q,
+                    cache: &cache,
+                    n: 2,
+                    out: &mut out,
+                }],
+            );
             for t in 0..2 {
                 let want = naive(&s, &q[t * hd..(t + 1) * hd], &k16, &v16, 148 + t);
                 for (a, b) in out[t * hd..(t + 1) * hd].iter().zip(&want) {
@@ -220,7 +252,15 @@ mod tests {
             let mut one = vec![0f32; hd];
             let mut c1 = cache.clone();
             c1.truncate(149);
-            attend(&s, &mut [AttnItem { q: &q[..hd], cache: &c1, n: 1, out: &mut one }]);
+            attend(
+                &s,
+                &mut [AttnItem {
+                    q: &q[..hd],
+                    cache: &c1,
+                    n: 1,
+                    out: &mut one,
+                }],
+            );
             assert_eq!(one, out[..hd]);
         }
     }

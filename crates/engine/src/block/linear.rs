@@ -3,12 +3,14 @@
 
 use crate::error::{EngineError, Result};
 use crate::gguf::{GgufFile, TensorRef};
+use crate::quant::packed::{self, dispatch_packed};
 use crate::quant::{dispatch, matmul, Format, Input, Kernel};
 use memmap2::Mmap;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// Row-major `[rows, cols]` weights in their stored format.
+/// Row-major `[rows, cols]` weights in their stored format (mapped from the file), and
+/// optionally their first `rows / 8 * 8` rows repacked for the packed kernels.
 #[derive(Clone)]
 pub struct Linear {
     pub rows: usize,
@@ -16,6 +18,15 @@ pub struct Linear {
     pub format: Format,
     map: Arc<Mmap>,
     range: Range<usize>,
+    packed: Option<Packed>,
+}
+
+/// Repacked 8-row groups: the buffer, the first group used and how many.
+#[derive(Clone)]
+struct Packed {
+    data: Arc<Vec<u64>>,
+    group: usize,
+    groups: usize,
 }
 
 impl Linear {
@@ -46,7 +57,7 @@ impl Linear {
             )));
         }
         let align = dispatch!(format, K => std::mem::align_of::<<K as Kernel>::W>());
-        if (f.map().as_ptr() as usize + t.range.start) % align != 0 {
+        if !(f.map().as_ptr() as usize + t.range.start).is_multiple_of(align) {
             return Err(EngineError::InvalidInput(format!(
                 "{}: tensor data is not aligned in the file",
                 t.name
@@ -59,7 +70,52 @@ impl Linear {
             format,
             map: f.map().clone(),
             range: t.range.clone(),
+            packed: None,
         })
+    }
+
+    /// This matrix with its rows repacked for the packed kernels when the format and the
+    /// CPU have them (a projection; embeddings only look rows up and stay as they are).
+    /// The packed copy replaces the mapped pages in memory.
+    pub fn pack(mut self) -> Linear {
+        let groups = self.rows / 8;
+        if groups == 0 || !packed::available() || !packed::packable(self.format) {
+            return self;
+        }
+        let data = dispatch_packed!(self.format, P => {
+            let bpr = self.cols / <P as packed::Packed>::K::QK;
+            packed::pack::<P>(blocks(self.data()), bpr, groups)
+        });
+        if self.rows.is_multiple_of(8) {
+            // Nothing reads the mapped rows any more: let the kernel drop them from this
+            // process (they stay in the page cache).
+            // SAFETY: the range lies within the map; no slice of it is alive here.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    self.range.start,
+                    self.range.len(),
+                )
+            };
+        }
+        self.packed = Some(Packed {
+            data: Arc::new(data),
+            group: 0,
+            groups,
+        });
+        self
+    }
+
+    /// The packed bytes of this matrix's 8-row groups, if repacked.
+    pub fn packed(&self) -> Option<&[u8]> {
+        let p = self.packed.as_ref()?;
+        let group_bytes = dispatch_packed!(self.format, P => {
+            self.cols / <P as packed::Packed>::K::QK * std::mem::size_of::<<P as packed::Packed>::P>()
+        });
+        // SAFETY: the buffer holds `p.groups` groups past `p.group`.
+        let all =
+            unsafe { std::slice::from_raw_parts(p.data.as_ptr() as *const u8, p.data.len() * 8) };
+        Some(&all[p.group * group_bytes..(p.group + p.groups) * group_bytes])
     }
 
     /// The raw blocks.
@@ -76,12 +132,20 @@ impl Linear {
     pub fn rows(&self, r: Range<usize>) -> Linear {
         let row_bytes = self.range.len() / self.rows;
         let start = self.range.start + r.start * row_bytes;
+        let packed = self.packed.as_ref().and_then(|p| {
+            (r.start.is_multiple_of(8) && r.end <= p.groups * 8 && r.len() >= 8).then(|| Packed {
+                data: p.data.clone(),
+                group: p.group + r.start / 8,
+                groups: r.len() / 8,
+            })
+        });
         Linear {
             rows: r.len(),
             cols: self.cols,
             format: self.format,
             map: self.map.clone(),
             range: start..start + r.len() * row_bytes,
+            packed,
         }
     }
 
@@ -102,6 +166,18 @@ fn unsupported(tensor: &str, dtype: candle_core::quantized::GgmlDType) -> Engine
     EngineError::UnsupportedQuantization {
         tensor: tensor.into(),
         dtype: format!("{dtype:?}"),
+    }
+}
+
+/// Bytes as blocks of `W` (alignment checked at load).
+fn blocks<W>(data: &[u8]) -> &[W] {
+    // SAFETY: W is a plain-old-data block type; alignment was checked at load and the
+    // length is whole blocks.
+    unsafe {
+        std::slice::from_raw_parts(
+            data.as_ptr() as *const W,
+            data.len() / std::mem::size_of::<W>(),
+        )
     }
 }
 
@@ -142,6 +218,7 @@ pub fn matmul_many(input: &Input, jobs: &mut [(&Linear, &mut [f32])]) {
             data: lin.data(),
             rows: lin.rows,
             cols: lin.cols,
+            packed: lin.packed(),
             out,
         })
         .collect();
@@ -152,4 +229,3 @@ pub fn matmul_many(input: &Input, jobs: &mut [(&Linear, &mut [f32])]) {
 pub fn matmul(input: &Input, w: &Linear, out: &mut [f32]) {
     matmul_many(input, &mut [(w, out)]);
 }
-

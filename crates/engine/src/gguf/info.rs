@@ -82,8 +82,8 @@ impl ModelInfo {
             .collect();
         let embed_bytes = GgufFile::tensor_size(c, "token_embd.weight");
         let head = GgufFile::tensor_size(c, "output.weight");
-        let head_bytes =
-            GgufFile::tensor_size(c, "output_norm.weight") + if head > 0 { head } else { embed_bytes };
+        let head_bytes = GgufFile::tensor_size(c, "output_norm.weight")
+            + if head > 0 { head } else { embed_bytes };
         Ok(ModelInfo {
             name,
             n_layers,

@@ -62,7 +62,9 @@ impl<'a> Meta<'a> {
     pub fn str(&self, key: &str) -> Result<&'a str> {
         match self.get(key) {
             Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(EngineError::MissingMetadata(format!("{key} (not a string)"))),
+            Some(_) => Err(EngineError::MissingMetadata(format!(
+                "{key} (not a string)"
+            ))),
             None => Err(EngineError::MissingMetadata(key.into())),
         }
     }

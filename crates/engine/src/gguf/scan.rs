@@ -11,7 +11,13 @@ pub fn unknown_tensor_type(path: &Path) -> Option<(String, u32)> {
     r.read_exact(&mut magic).ok()?;
     let version = u32v(&mut r)?;
     let wide = version >= 2;
-    let count = |r: &mut BufReader<std::fs::File>| if wide { u64v(r) } else { u32v(r).map(u64::from) };
+    let count = |r: &mut BufReader<std::fs::File>| {
+        if wide {
+            u64v(r)
+        } else {
+            u32v(r).map(u64::from)
+        }
+    };
     let n_tensors = count(&mut r)?;
     let n_kv = count(&mut r)?;
     for _ in 0..n_kv {
@@ -37,11 +43,46 @@ pub fn unknown_tensor_type(path: &Path) -> Option<(String, u32)> {
 /// ggml's name of a type id.
 pub fn type_name(id: u32) -> String {
     let names = [
-        "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K",
-        "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S",
-        "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16",
-        "Q4_0_4_4", "Q4_0_4_8", "Q4_0_8_8", "TQ1_0", "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8",
-        "IQ4_NL_8_8", "MXFP4",
+        "F32",
+        "F16",
+        "Q4_0",
+        "Q4_1",
+        "Q4_2",
+        "Q4_3",
+        "Q5_0",
+        "Q5_1",
+        "Q8_0",
+        "Q8_1",
+        "Q2_K",
+        "Q3_K",
+        "Q4_K",
+        "Q5_K",
+        "Q6_K",
+        "Q8_K",
+        "IQ2_XXS",
+        "IQ2_XS",
+        "IQ3_XXS",
+        "IQ1_S",
+        "IQ4_NL",
+        "IQ3_S",
+        "IQ2_S",
+        "IQ4_XS",
+        "I8",
+        "I16",
+        "I32",
+        "I64",
+        "F64",
+        "IQ1_M",
+        "BF16",
+        "Q4_0_4_4",
+        "Q4_0_4_8",
+        "Q4_0_8_8",
+        "TQ1_0",
+        "TQ2_0",
+        "IQ4_NL_4_4",
+        "IQ4_NL_4_8",
+        "IQ4_NL_8_8",
+        "MXFP4",
     ];
     names
         .get(id as usize)

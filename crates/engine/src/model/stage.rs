@@ -97,9 +97,9 @@ impl Stage {
             .collect::<Result<Vec<_>>>()?;
         let (output_norm, output, output_bias) = if end == info.n_layers {
             let head = if f.has("output.weight") {
-                Linear::load(&f, "output.weight")?
+                Linear::load(&f, "output.weight")?.pack()
             } else {
-                Linear::load(&f, "token_embd.weight")? // tied to the embedding
+                Linear::load(&f, "token_embd.weight")?.pack() // tied to the embedding
             };
             let bias = f
                 .has("output.bias")

@@ -6,12 +6,14 @@
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
-/// 32 activations as i8 with scale `d`; `s = d * sum(qs)` (for formats with an offset).
+/// 32 activations as i8 with scale `d`; `s = d * sum(qs)` (for formats with an offset)
+/// and the exact integer sum `isum`.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub struct Q8Block {
     pub d: f32,
     pub s: f32,
+    pub isum: i32,
     pub qs: [i8; 32],
 }
 
@@ -51,7 +53,7 @@ pub struct Input<'a> {
 impl<'a> Input<'a> {
     /// `x` holds `n` rows.
     pub fn new(x: &'a [f32], n: usize) -> Self {
-        debug_assert!(n > 0 && x.len() % n == 0);
+        debug_assert!(n > 0 && x.len().is_multiple_of(n));
         Input {
             x,
             n,
@@ -73,14 +75,18 @@ pub trait Act: Copy + Send + Sync + 'static {
 impl Act for Q8Block {
     const QK: usize = 32;
     fn of<'b>(input: &'b Input) -> &'b [Self] {
-        input.q8.get_or_init(|| quantize_all(input.x, 32, quantize_q8))
+        input
+            .q8
+            .get_or_init(|| quantize_all(input.x, 32, quantize_q8))
     }
 }
 
 impl Act for Q8KBlock {
     const QK: usize = 256;
     fn of<'b>(input: &'b Input) -> &'b [Self] {
-        input.q8k.get_or_init(|| quantize_all(input.x, 256, quantize_q8k))
+        input
+            .q8k
+            .get_or_init(|| quantize_all(input.x, 256, quantize_q8k))
     }
 }
 
@@ -88,9 +94,7 @@ impl Act for F32x8 {
     const QK: usize = 8;
     fn of<'b>(input: &'b Input) -> &'b [Self] {
         // SAFETY: F32x8 is a transparent [f32; 8]; the length is whole blocks of 8.
-        unsafe {
-            std::slice::from_raw_parts(input.x.as_ptr() as *const F32x8, input.x.len() / 8)
-        }
+        unsafe { std::slice::from_raw_parts(input.x.as_ptr() as *const F32x8, input.x.len() / 8) }
     }
 }
 
@@ -126,6 +130,7 @@ fn q8_block(d: f32, sum: i32, qs: [i8; 32]) -> Q8Block {
     Q8Block {
         d: f16r(d),
         s: f16r(d * sum as f32),
+        isum: sum,
         qs,
     }
 }
@@ -185,7 +190,10 @@ mod avx {
             ))
         });
         let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
-        let s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        let s4 = _mm_add_epi32(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256(sum, 1),
+        );
         let s4 = _mm_hadd_epi32(s4, s4);
         let s4 = _mm_hadd_epi32(s4, s4);
         let total = _mm_cvtsi128_si32(s4);
@@ -219,7 +227,10 @@ mod tests {
             let x = data(32, seed);
             let fast = quantize_q8(&x);
             let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let qs: Vec<i8> = x.iter().map(|v| (v * (127.0 / amax)).round_ties_even() as i8).collect();
+            let qs: Vec<i8> = x
+                .iter()
+                .map(|v| (v * (127.0 / amax)).round_ties_even() as i8)
+                .collect();
             assert_eq!(fast.d, f16r(amax / 127.0));
             assert_eq!(fast.qs.to_vec(), qs, "seed {seed}");
             let sum: i32 = qs.iter().map(|&q| q as i32).sum();
@@ -232,7 +243,13 @@ mod tests {
         let x = data(256, 7);
         let b = quantize_q8k(&x);
         for (j, s) in b.bsums.iter().enumerate() {
-            assert_eq!(*s, b.qs[j * 16..j * 16 + 16].iter().map(|&q| q as i16).sum::<i16>());
+            assert_eq!(
+                *s,
+                b.qs[j * 16..j * 16 + 16]
+                    .iter()
+                    .map(|&q| q as i16)
+                    .sum::<i16>()
+            );
         }
         for (q, v) in b.qs.iter().zip(&x) {
             assert!((*q as f32 * b.d - v).abs() <= b.d * 0.5 + 1e-6);

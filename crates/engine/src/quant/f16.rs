@@ -17,13 +17,18 @@ impl Kernel for F16 {
     const QK: usize = 8;
 
     #[inline]
-    fn tile<const R: usize, const T: usize>(w: [&[BlockF16]; R], a: [&[F32x8]; T]) -> [[f32; T]; R] {
+    fn tile<const R: usize, const T: usize>(
+        w: [&[BlockF16]; R],
+        a: [&[F32x8]; T],
+    ) -> [[f32; T]; R] {
         #[cfg(target_arch = "x86_64")]
         if super::simd::avx2() {
             // SAFETY: AVX2, FMA and F16C were detected at run time.
             return unsafe { avx::tile(w, a) };
         }
-        portable_tile(w, a, |w, a| w.0.iter().zip(&a.0).map(|(w, x)| w.to_f32() * x).sum())
+        portable_tile(w, a, |w, a| {
+            w.0.iter().zip(&a.0).map(|(w, x)| w.to_f32() * x).sum()
+        })
     }
 
     fn dequantize(w: &[BlockF16], out: &mut [f32]) {
@@ -72,6 +77,9 @@ mod tests {
 
     #[test]
     fn matches_dequantized_reference() {
-        check::<F16>(|r| BlockF16(std::array::from_fn(|_| half::f16::from_f32(r.f32()))), 1e-5);
+        check::<F16>(
+            |r| BlockF16(std::array::from_fn(|_| half::f16::from_f32(r.f32()))),
+            1e-5,
+        );
     }
 }

@@ -16,7 +16,10 @@ impl Kernel for F32 {
     const QK: usize = 8;
 
     #[inline]
-    fn tile<const R: usize, const T: usize>(w: [&[BlockF32]; R], a: [&[F32x8]; T]) -> [[f32; T]; R] {
+    fn tile<const R: usize, const T: usize>(
+        w: [&[BlockF32]; R],
+        a: [&[F32x8]; T],
+    ) -> [[f32; T]; R] {
         #[cfg(target_arch = "x86_64")]
         if super::simd::avx2() {
             // SAFETY: AVX2, FMA and F16C were detected at run time.

@@ -1,8 +1,10 @@
 //! Parallel matrix products over any weight format: the rows of one or more matrices are
 //! cut into chunks that the compute pool runs at once; inside a chunk, tiles of rows ×
-//! tokens go to the format's kernel (4 rows × 1 token when decoding, 2 rows × 4 tokens
-//! over blocks of tokens when processing a prompt, so the weights stay in cache).
+//! tokens go to the format's kernel: packed 8-row groups × 1 or 4 tokens where the
+//! weights were repacked ([`super::packed`]), else 4 rows × 1 token when decoding and
+//! 2 rows × 4 tokens over blocks of tokens when processing a prompt.
 
+use super::packed::{dispatch_packed, Packed};
 use super::{dispatch, Act, Format, Input, Kernel};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -14,6 +16,8 @@ pub struct Job<'a> {
     pub data: &'a [u8],
     pub rows: usize,
     pub cols: usize,
+    /// The first `rows / 8 * 8` rows repacked in 8-row groups, if they were.
+    pub packed: Option<&'a [u8]>,
     pub out: &'a mut [f32],
 }
 
@@ -31,7 +35,9 @@ pub fn run(input: &Input, jobs: &mut [Job]) {
         debug_assert_eq!(job.out.len(), n * job.rows);
         debug_assert_eq!(job.cols, input.cols);
         work += job.rows * job.cols * n;
-        let chunk = (job.rows / (threads * 4)).next_multiple_of(4).clamp(16, 1024);
+        let chunk = (job.rows / (threads * 4))
+            .next_multiple_of(8)
+            .clamp(16, 1024);
         let mut r = 0;
         while r < job.rows {
             let e = (r + chunk).min(job.rows);
@@ -39,11 +45,24 @@ pub fn run(input: &Input, jobs: &mut [Job]) {
             r = e;
         }
     }
-    let outs: Vec<SendPtr> = jobs.iter_mut().map(|j| SendPtr(j.out.as_mut_ptr())).collect();
+    let outs: Vec<SendPtr> = jobs
+        .iter_mut()
+        .map(|j| SendPtr(j.out.as_mut_ptr()))
+        .collect();
     let jobs = &*jobs;
     let one = |(j, rows): &(usize, Range<usize>)| {
         let job = &jobs[*j];
-        dispatch!(job.format, K => sweep::<K>(job, rows.clone(), input, outs[*j]))
+        let mut rows = rows.clone();
+        if let Some(packed) = job.packed {
+            let end = rows.end.min(job.rows / 8 * 8);
+            if rows.start < end {
+                dispatch_packed!(job.format, P => sweep_packed::<P>(job, packed, rows.start..end, input, outs[*j]));
+                rows.start = end;
+            }
+        }
+        if !rows.is_empty() {
+            dispatch!(job.format, K => sweep::<K>(job, rows, input, outs[*j]))
+        }
     };
     if tasks.len() == 1 || work < 1 << 16 {
         tasks.iter().for_each(one);
@@ -134,6 +153,43 @@ fn sweep<K: Kernel>(job: &Job, rows: Range<usize>, input: &Input, out: SendPtr) 
             for t in t..te {
                 put(r, t, K::tile::<1, 1>(w1, [act(t)])[0][0]);
             }
+        }
+    }
+}
+
+/// Computes rows `rows` (whole 8-row groups) of one job from its packed weights.
+fn sweep_packed<P: Packed>(
+    job: &Job,
+    packed: &[u8],
+    rows: Range<usize>,
+    input: &Input,
+    out: SendPtr,
+) {
+    let bpr = job.cols / P::K::QK;
+    let w: &[P::P] = blocks(packed);
+    let a: &[<P::K as Kernel>::A] = <<P::K as Kernel>::A as Act>::of(input);
+    let n = input.n;
+    let act = |t: usize| &a[t * bpr..(t + 1) * bpr];
+    let stride = job.rows;
+    // SAFETY: (t, r) lies within the job's output and belongs to this task alone.
+    let put = |r: usize, t: usize, v: &[f32; 8]| unsafe {
+        for (k, x) in v.iter().enumerate() {
+            *out.0.add(t * stride + r + k) = *x;
+        }
+    };
+    debug_assert!(rows.start.is_multiple_of(8) && rows.end.is_multiple_of(8));
+    for g in rows.start / 8..rows.end / 8 {
+        let wg = &w[g * bpr..(g + 1) * bpr];
+        let mut t = 0;
+        while t + 4 <= n {
+            let o = P::tile::<4>(wg, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+            for (k, v) in o.iter().enumerate() {
+                put(g * 8, t + k, v);
+            }
+            t += 4;
+        }
+        for t in t..n {
+            put(g * 8, t, &P::tile::<1>(wg, [act(t)])[0]);
         }
     }
 }

@@ -12,6 +12,7 @@ mod f16;
 mod f32;
 mod iq4_nl;
 pub mod matmul;
+pub mod packed;
 mod q2_k;
 mod q3_k;
 mod q4_0;
@@ -89,7 +90,8 @@ pub enum Format {
 }
 
 /// The formats, as named in errors.
-pub const SUPPORTED: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+pub const SUPPORTED: &str =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
 
 impl Format {
     /// The format of a GGUF tensor type, if this engine runs it.

@@ -23,7 +23,10 @@ impl Kernel for Q4_1 {
     const QK: usize = 32;
 
     #[inline]
-    fn tile<const R: usize, const T: usize>(w: [&[BlockQ4_1]; R], a: [&[Q8Block]; T]) -> [[f32; T]; R] {
+    fn tile<const R: usize, const T: usize>(
+        w: [&[BlockQ4_1]; R],
+        a: [&[Q8Block]; T],
+    ) -> [[f32; T]; R] {
         #[cfg(target_arch = "x86_64")]
         if super::simd::avx2() {
             // SAFETY: AVX2, FMA and F16C were detected at run time.

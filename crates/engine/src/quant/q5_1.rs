@@ -20,7 +20,11 @@ impl BlockQ5_1 {
     fn values(&self) -> [i32; 32] {
         let qh = u32::from_le_bytes(self.qh);
         std::array::from_fn(|j| {
-            let lo = if j < 16 { self.qs[j] & 0x0f } else { self.qs[j - 16] >> 4 };
+            let lo = if j < 16 {
+                self.qs[j] & 0x0f
+            } else {
+                self.qs[j - 16] >> 4
+            };
             lo as i32 | (((qh >> j) & 1) << 4) as i32
         })
     }
@@ -35,14 +39,22 @@ impl Kernel for Q5_1 {
     const QK: usize = 32;
 
     #[inline]
-    fn tile<const R: usize, const T: usize>(w: [&[BlockQ5_1]; R], a: [&[Q8Block]; T]) -> [[f32; T]; R] {
+    fn tile<const R: usize, const T: usize>(
+        w: [&[BlockQ5_1]; R],
+        a: [&[Q8Block]; T],
+    ) -> [[f32; T]; R] {
         #[cfg(target_arch = "x86_64")]
         if super::simd::avx2() {
             // SAFETY: AVX2, FMA and F16C were detected at run time.
             return unsafe { avx::tile(w, a) };
         }
         portable_tile(w, a, |w, a| {
-            let sumi: i32 = w.values().iter().zip(&a.qs).map(|(x, y)| x * *y as i32).sum();
+            let sumi: i32 = w
+                .values()
+                .iter()
+                .zip(&a.qs)
+                .map(|(x, y)| x * *y as i32)
+                .sum();
             w.d.to_f32() * a.d * sumi as f32 + w.m.to_f32() * a.s
         })
     }

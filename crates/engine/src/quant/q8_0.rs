@@ -21,14 +21,21 @@ impl Kernel for Q8_0 {
     const QK: usize = 32;
 
     #[inline]
-    fn tile<const R: usize, const T: usize>(w: [&[BlockQ8_0]; R], a: [&[Q8Block]; T]) -> [[f32; T]; R] {
+    fn tile<const R: usize, const T: usize>(
+        w: [&[BlockQ8_0]; R],
+        a: [&[Q8Block]; T],
+    ) -> [[f32; T]; R] {
         #[cfg(target_arch = "x86_64")]
         if super::simd::avx2() {
             // SAFETY: AVX2, FMA and F16C were detected at run time.
             return unsafe { avx::tile(w, a) };
         }
         portable_tile(w, a, |w, a| {
-            let sumi: i32 = w.qs.iter().zip(&a.qs).map(|(x, y)| *x as i32 * *y as i32).sum();
+            let sumi: i32 =
+                w.qs.iter()
+                    .zip(&a.qs)
+                    .map(|(x, y)| *x as i32 * *y as i32)
+                    .sum();
             w.d.to_f32() * a.d * sumi as f32
         })
     }

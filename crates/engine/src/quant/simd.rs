@@ -29,18 +29,27 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// f16 -> f32 with the F16C instruction (half's portable call is far slower).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C (see [`super::avx2`]).
     #[inline(always)]
     pub unsafe fn h(x: f16) -> f32 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.to_bits() as i32)))
     }
 
     /// Prefetch of the weight stream ~1 KiB ahead (an address past the end is harmless).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C (see [`super::avx2`]).
     #[inline(always)]
     pub unsafe fn prefetch<T>(p: *const T) {
         _mm_prefetch((p as *const i8).wrapping_add(1024), _MM_HINT_T0);
     }
 
     /// Horizontal sum of 8 lanes, always in the same order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C (see [`super::avx2`]).
     #[inline(always)]
     pub unsafe fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
@@ -52,6 +61,9 @@ mod x86 {
     }
 
     /// 16 bytes of packed nibbles -> 32 unsigned bytes: low nibbles, then high nibbles.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C (see [`super::avx2`]).
     #[inline(always)]
     pub unsafe fn nibbles(p: *const u8) -> __m256i {
         let q = _mm_loadu_si128(p as *const __m128i);
@@ -62,6 +74,9 @@ mod x86 {
     }
 
     /// 32 bits -> 32 bytes, 0xFF where the bit is set (bit j -> byte j).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C (see [`super::avx2`]).
     #[inline(always)]
     pub unsafe fn bits_to_bytes(bits: u32) -> __m256i {
         let shuf = _mm256_set_epi64x(
@@ -76,12 +91,18 @@ mod x86 {
     }
 
     /// Sum of products of 32 unsigned by 32 signed bytes, as 8 i32 lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C (see [`super::avx2`]).
     #[inline(always)]
     pub unsafe fn dot_us8(u: __m256i, s: __m256i) -> __m256i {
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
     }
 
     /// Sum of products of two vectors of 32 signed bytes, as 8 i32 lanes; `ax` is `|x|`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C (see [`super::avx2`]).
     #[inline(always)]
     pub unsafe fn dot_ss8(ax: __m256i, x: __m256i, y: __m256i) -> __m256i {
         dot_us8(ax, _mm256_sign_epi8(y, x))

@@ -43,10 +43,7 @@ pub fn check<K: Kernel>(mut block: impl FnMut(&mut Rng) -> K::W, tol: f32) {
         let input = Input::new(&x, 4);
         let acts = <K::A as Act>::of(&input);
         let a: Vec<&[K::A]> = acts.chunks(blocks).collect();
-        let tile = K::tile::<4, 4>(
-            [&w[0], &w[1], &w[2], &w[3]],
-            [a[0], a[1], a[2], a[3]],
-        );
+        let tile = K::tile::<4, 4>([&w[0], &w[1], &w[2], &w[3]], [a[0], a[1], a[2], a[3]]);
         let mut deq = vec![0f32; cols];
         for r in 0..4 {
             K::dequantize(&w[r], &mut deq);
@@ -60,7 +57,11 @@ pub fn check<K: Kernel>(mut block: impl FnMut(&mut Rng) -> K::W, tol: f32) {
                     (got - exact).abs() <= tol * mag + 1e-5,
                     "{blocks} blocks, row {r} token {t}: kernel {got}, reference {exact} (sum |wx| {mag})"
                 );
-                assert_eq!(K::tile::<1, 1>([&w[r]], [a[t]])[0][0], got, "tile shape changes the result");
+                assert_eq!(
+                    K::tile::<1, 1>([&w[r]], [a[t]])[0][0],
+                    got,
+                    "tile shape changes the result"
+                );
                 assert_eq!(K::tile::<2, 1>([&w[r], &w[0]], [a[t]])[0][0], got);
                 assert_eq!(K::tile::<1, 3>([&w[r]], [a[0], a[t], a[1]])[0][1], got);
             }
