@@ -45,7 +45,7 @@ impl Layer {
         let b = |s: &str| format!("blk.{i}.{s}.bias");
         let opt = |name: String| f.has(&name).then(|| load_vector(f, &name)).transpose();
         let vec_if = |on: bool, s: &str| on.then(|| load_vector(f, &n(s))).transpose();
-        let mat = |s: &str| Linear::load(f, &n(s));
+        let mat = |s: &str| Linear::load(f, &n(s)).map(Linear::pack);
         let (qd, kd) = (
             spec.n_heads * spec.head_dim,
             spec.n_kv_heads * spec.head_dim,
