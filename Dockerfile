@@ -1,11 +1,14 @@
-# Runtime image for the distributed-llm `agent` and `tui` binaries.
+# Runtime image of the distributed-llm `agent` (and the `tui` when its binary is in BIN_DIR:
+# hack/images.sh puts it there only with WITH_TUI=1; the TUI normally runs on the host).
 #
 # Nothing is compiled here: the binaries are built on the host (`cargo build --release`)
-# and copied from the build context, so no Rust toolchain image is needed.
-# The model is never baked in: mount the host's model cache at /models (read-only).
+# and copied from the build context, so no Rust toolchain image is needed. hack/images.sh
+# passes BIN_DIR=target/image/<profile>: copies stripped of debug info (release builds
+# keep it for profiling, which would triple the image). The model is never baked in:
+# mount the host's model cache at /models (read-only).
 #
 #   docker build --build-arg BASE_IMAGE=distributed-llm/debian-base:bookworm \
-#                --build-arg BIN_DIR=target/debug -t distributed-llm/agent:latest .
+#                --build-arg BIN_DIR=target/image/release -t distributed-llm/agent:latest .
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
 
@@ -19,7 +22,7 @@ RUN (getent group llm >/dev/null || groupadd --system --gid 10001 llm) \
  && (getent passwd llm >/dev/null || useradd --system --uid 10001 --gid llm --home-dir /home/llm --create-home --shell /usr/sbin/nologin llm) \
  && mkdir -p /models && chown llm:llm /models
 
-# `tu[i]` keeps the build working when only the agent has been built.
+# `tu[i]`: the tui is copied only when it is in BIN_DIR (hack/images.sh: WITH_TUI=1).
 COPY ${BIN_DIR}/agent ${BIN_DIR}/tu[i] /usr/local/bin/
 
 ENV BIND_PORT=8080 \

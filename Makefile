@@ -7,11 +7,12 @@ SHELL := /bin/bash
 AGENT_COUNT ?= 3
 LOG_LEVEL ?= info
 K8S_NAMESPACE ?= distributed-llm
-export AGENT_COUNT LOG_LEVEL
+# Binaries the images and `make model` use; BIN_DIR=target/debug builds and uses debug ones.
+BIN_DIR ?= target/release
+CARGO_PROFILE := $(if $(filter target/debug,$(BIN_DIR)),,--release)
+export AGENT_COUNT LOG_LEVEL BIN_DIR
 
 COMPOSE := hack/compose.sh
-# down also knows the prod override, so its extra networks go too
-COMPOSE_ALL := COMPOSE_EXTRA_FILES=docker-compose.prod.yml hack/compose.sh --profile gpu
 
 .PHONY: help build test bench bench-cluster model test-e2e test-queries check-deploy \
         images base-image dev-start dev-stop dev-restart dev-logs dev-status dev-clean dev-gpu \
@@ -23,8 +24,9 @@ help: ## Show this help
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 ## ---- build and test ----
-build: ## Build all binaries (release)
-	cargo build --release --bins
+build: ## Build all binaries (release; BIN_DIR=target/debug for debug)
+	@printf '\033[1;34m[build]\033[0m \033[1mcargo build $(CARGO_PROFILE) --bins\033[0m (about 12 min the first time on 2 cores, seconds when up to date)\n'
+	cargo build $(CARGO_PROFILE) --bins
 
 test: ## Run the project's test suite (scripts/test.sh)
 	bash scripts/test.sh
@@ -40,8 +42,8 @@ bench-matrix: ## Engine vs llama.cpp over shapes x quantizations (BENCH_MATRIX_A
 	bash scripts/llama-cpp.sh build
 	eval "$$(bash scripts/llama-cpp.sh env)" && "$$PY" scripts/bench-matrix.py $(BENCH_MATRIX_ARGS)
 
-model: ## Fetch the default model into ~/.cache/distributed-llm/models
-	cargo run --release -q -p engine --bin fetch-model
+model: build ## Fetch the default model into ~/.cache/distributed-llm/models (agent fetch-model)
+	@$(BIN_DIR)/agent fetch-model >/dev/null
 
 test-e2e: ## End-to-end: compose stack, health, chat across 3 agents, Prometheus, restart
 	bash scripts/e2e-compose.sh
@@ -65,13 +67,13 @@ dev-start: build model ## Start agents, Prometheus and Grafana in Docker (AGENT_
 dev-gpu: build model ## Start the environment plus agent-gpu (NVIDIA runtime)
 	GPU=1 bash hack/dev-up.sh
 
-dev-stop: ## Stop and remove the containers and network
-	$(COMPOSE_ALL) down --remove-orphans
+dev-stop: ## Stop and remove the containers and networks
+	@bash hack/dev-down.sh
 
 dev-restart: dev-stop dev-start ## Restart the environment
 
 dev-logs: ## Follow the logs of every container
-	$(COMPOSE) --profile gpu logs -f --tail=200
+	$(COMPOSE) --profile gpu --profile grafana logs -f --tail=200
 
 dev-status: ## Show containers, health and the cluster seen by each agent
 	@$(COMPOSE) --profile gpu ps
@@ -80,10 +82,8 @@ dev-status: ## Show containers, health and the cluster seen by each agent
 		curl -fsS -m 3 http://localhost:$$port/health || echo "unreachable"; echo; \
 	done
 
-dev-clean: ## Remove containers, volumes, the agent image and generated files
-	$(COMPOSE_ALL) down --volumes --remove-orphans
-	-docker image rm distributed-llm/agent:latest 2>/dev/null
-	rm -rf target/compose
+dev-clean: ## Remove containers, volumes, the agent image, target/compose (keeps base + Prometheus images; IMAGES=1 removes them)
+	@bash hack/dev-down.sh --clean
 
 ## ---- TUI ----
 run-tui-docker: ## Run the TUI locally, discovering the Docker agents

@@ -27,6 +27,9 @@ check "shell syntax" bash -c 'for f in hack/*.sh scripts/build-base-image.sh scr
 check "compose config" hack/compose.sh config -q
 check "compose config (gpu profile)" hack/compose.sh --profile gpu config -q
 check "compose config (prod networks)" env COMPOSE_EXTRA_FILES=docker-compose.prod.yml hack/compose.sh --profile gpu config -q
+check "compose config (Grafana with its volume, prod)" \
+    env COMPOSE_EXTRA_FILES="deploy/grafana/docker-compose.grafana.yml docker-compose.prod.yml" \
+    hack/compose.sh --profile grafana config -q
 check "compose config (AGENT_COUNT=6)" bash -c 'export AGENTS_FILE=$(mktemp --suffix=.yml); trap "rm -f $AGENTS_FILE" EXIT;
     AGENT_COUNT=6 hack/gen-agents.sh 2>/dev/null && hack/compose.sh config -q &&
     hack/compose.sh config --services | grep -qx agent-6'

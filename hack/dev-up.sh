@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Brings the compose stack up: images (hack/images.sh), AGENT_COUNT agents,
 # Prometheus and (when obtainable) Grafana, then waits until every agent is healthy.
+# The last line names only the services that answer (Grafana, profile `grafana`, is
+# started only when its image can be had, and only then gets its volume).
 #
 # Env: AGENT_COUNT (3), LOG_LEVEL (info), BIN_DIR (target/release), NO_GRAFANA,
 #      MODEL_DIR (~/.cache/distributed-llm/models), MODEL_FILE, HEALTH_TIMEOUT (300 s),
@@ -21,14 +23,17 @@ case "$LOG_LEVEL" in debug | info | warn | error) ;; *) die "LOG_LEVEL must be d
 
 mapfile -t services < <(agent_services)
 services+=(prometheus)
-[[ "$GRAFANA_AVAILABLE" == 1 ]] && services+=(grafana)
 profile=()
+if [[ "$GRAFANA_AVAILABLE" == 1 ]]; then
+    profile+=(--profile grafana)
+    services+=(grafana)
+fi
 if [[ "${GPU:-0}" == 1 ]]; then
-    profile=(--profile gpu)
+    profile+=(--profile gpu)
     services+=(agent-gpu)
 fi
 
-log "starting ${services[*]}"
+step "starting ${services[*]}" "a few seconds; the agents then load their layers"
 dc "${profile[@]}" up -d --no-build "${services[@]}"
 
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null; }
@@ -39,9 +44,10 @@ all_healthy() {
         [[ "$(health "distributed-llm-$s")" == healthy ]] || return 1
     done
 }
-log "waiting for the agents to become healthy (up to ${HEALTH_TIMEOUT:-300}s)"
+step "waiting for the agents to become healthy" "usually 10-30 s, at most ${HEALTH_TIMEOUT:-300} s"
 if ! wait_for "${HEALTH_TIMEOUT:-300}" "healthy agents" all_healthy; then
     for s in "${services[@]}"; do echo "  distributed-llm-$s: $(health "distributed-llm-$s")" >&2; done
     die "agents did not become healthy: see 'make dev-logs'"
 fi
-log "cluster is up: agents http://localhost:8080 8081 8082, Prometheus http://localhost:9093$([[ $GRAFANA_AVAILABLE == 1 ]] && echo ", Grafana http://localhost:3000 (admin/admin)")"
+answering=$(answering_services "${AGENT_COUNT:-3}" "$GRAFANA_AVAILABLE")
+log "cluster is up: $(services_line "$answering")"

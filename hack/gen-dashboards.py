@@ -125,8 +125,12 @@ overview = dashboard("dllm-overview", "distributed-llm / Cluster overview", [
 ], "Node status, layer placement and gossip membership of the distributed-llm cluster")
 
 resources = dashboard("dllm-resources", "distributed-llm / Resource utilization", [
-    ts("CPU usage", [(f"distributed_llm_node_cpu_usage_percent{{{N}}}", "{{node}}")], 0, 0, unit="percent"),
-    ts("CPU cores", [(f"distributed_llm_node_cpu_cores{{{N}}}", "{{node}}")], 12, 0),
+    ts("Agent CPU use (% of the CPUs it may use)", [(f"distributed_llm_node_cpu_usage_percent{{{N}}}", "{{node}}")],
+       0, 0, unit="percent", desc="The agent process's own CPU time against its cgroup CPU limit (or its cores), not the host's"),
+    ts("CPU cores and limit", [
+        (f"distributed_llm_node_cpu_cores{{{N}}}", "{{node}} cores"),
+        (f"distributed_llm_node_cpu_limit_cores{{{N}}}", "{{node}} limit"),
+    ], 12, 0, desc="Logical cores seen, and the CPUs the agent may use (cgroup quota)"),
     ts("Memory used", [
         (f"100 * (1 - distributed_llm_node_memory_available_bytes{{{N}}} / distributed_llm_node_memory_total_bytes{{{N}}})", "{{node}}")],
        0, 8, unit="percent"),

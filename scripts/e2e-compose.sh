@@ -6,7 +6,9 @@
 #  3. checks health, `curl localhost:8080/health`, the layer split, a chat completion
 #     entered at agent-2 that runs on all three agents, Prometheus targets at :9093;
 #  4. `docker restart distributed-llm-agent-2` and checks the cluster recovers;
-#  5. `make dev-stop` and `make dev-clean` leave nothing behind.
+#  5. `make dev-stop` and `make dev-clean` leave nothing behind and print no "not found";
+#     the agent image (stripped binaries) is under 120 MB and no Grafana volume is made
+#     for a stack without Grafana.
 # Last line: "N passed, M failed"; exit status non-zero on failure; cleans up on any exit.
 # Env: HEALTH_TIMEOUT (300 s), E2E_FORCE=1 replaces a running distributed-llm stack.
 set -uo pipefail
@@ -66,6 +68,13 @@ done
 
 # ---- images and stack ----
 t_check "images built (base $BASE_IMAGE, agent from $BIN_DIR, $PROMETHEUS_IMAGE)" hack/images.sh
+agent_image_small() {
+    local mb
+    mb=$(image_mb distributed-llm/agent:latest)
+    echo "distributed-llm/agent:latest is $mb MB"
+    ((mb > 0 && mb < 120))
+}
+t_check "agent image under 120 MB (stripped binaries)" agent_image_small
 STARTED=1
 t_check "docker compose up agent-1 agent-2 agent-3 prometheus" dc up -d --no-build "${AGENTS[@]}" prometheus
 
@@ -151,10 +160,14 @@ t_check "Prometheus targets all up after the restart" targets_up
 # ---- teardown through the Makefile ----
 dump_logs
 STARTED_LOGS_DUMPED=1
-t_check "make dev-stop" make -s dev-stop
+t_check "no grafana-data volume for a stack without Grafana" \
+    bash -c '! docker volume inspect distributed-llm_grafana-data >/dev/null 2>&1'
+t_check "make dev-stop, without 'not found' lines" bash -c 'out=$(make -s dev-stop 2>&1) || { echo "$out"; exit 1; }; echo "$out"; ! grep -qi "not found" <<<"$out"'
+
 t_check "no container of the project left after dev-stop" bash -c "[[ -z \"\$(docker ps -aq --filter label=com.docker.compose.project=$COMPOSE_PROJECT_NAME)\" ]]"
 t_check "network distributed-llm_llm-network removed" bash -c '! docker network inspect distributed-llm_llm-network >/dev/null 2>&1'
-t_check "make dev-clean" make -s dev-clean
+t_check "make dev-clean, without 'not found' lines" bash -c 'out=$(make -s dev-clean 2>&1) || { echo "$out"; exit 1; }; echo "$out"; ! grep -qi "not found" <<<"$out"'
+
 t_check "no volume of the project left after dev-clean" bash -c "[[ -z \"\$(docker volume ls -q --filter label=com.docker.compose.project=$COMPOSE_PROJECT_NAME)\" ]]"
 t_check "nothing listening on 8080-8082, 9090-9093" bash -c '. hack/lib.sh; for p in 8080 8081 8082 9090 9091 9092 9093; do port_free $p || exit 1; done'
 STARTED=0

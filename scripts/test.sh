@@ -4,7 +4,8 @@
 #   2. formatting and lints (cargo fmt --check, cargo clippy -D warnings)
 #   3. every crate's unit and integration tests (real model, real agents on 127.0.0.1)
 #   4. end-to-end suites: Prometheus queries against real agents, the TUI in tmux,
-#      and the Docker Compose stack (skipped with a clear message only when no Docker engine)
+#      the Docker Compose stack and ./hack/local-dev-tui.sh up to the TUI, in tmux
+#      (skipped with a clear message only when no Docker engine)
 # Installs what it needs (Debian packages) itself. Last line: "N passed, M failed".
 # Env: SKIP_E2E=1 runs steps 1-3 only; SKIP_LINT=1 skips step 2.
 set -uo pipefail
@@ -42,7 +43,10 @@ apt_install() { # installs the missing Debian packages among "$@"
 }
 
 step "prerequisites (apt: tmux curl jq)" apt_install tmux curl jq
-step "default model" cargo run -q -p engine --bin fetch-model
+# The workspace's binaries are built once here and the agent fetches the model
+# (`agent fetch-model`): no separate engine-only build with other features.
+step "default model (cargo build --bins, agent fetch-model)" \
+    bash -c 'cargo build --workspace --bins -q && target/debug/agent fetch-model'
 if [[ "${SKIP_LINT:-0}" != 1 ]]; then
     step "cargo fmt --check" cargo fmt --all -- --check
     step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -q -- -D warnings
@@ -51,7 +55,7 @@ step "build binaries" cargo build --workspace --bins -q
 step "cargo test (all crates)" cargo test --workspace -q
 if [[ "${SKIP_E2E:-0}" != 1 ]]; then
     step "offline deploy checks (compose, promtool, dashboards, kustomize)" bash hack/check-deploy.sh
-    for s in scripts/e2e-queries.sh scripts/e2e-partition.sh scripts/e2e-compose.sh; do
+    for s in scripts/e2e-queries.sh scripts/e2e-partition.sh scripts/e2e-compose.sh scripts/e2e-local-dev.sh; do
         [[ -f $s ]] && step "$s" bash "$s"
     done
 fi

@@ -1,6 +1,8 @@
 //! End to end: the real `tui` binary in tmux (80×24) against three real agents on
-//! 127.0.0.1. The nodes view lists all three, a chat prompt streams an answer, and
-//! an agent killed and restarted goes down and comes back on screen.
+//! 127.0.0.1. The nodes view lists all three, a chat prompt streams an answer, the live
+//! figures fall back to `-` once idle, the Cluster view lists the links the request's
+//! tokens travelled (each with a measured latency), and an agent killed and restarted
+//! goes down and comes back on screen.
 //!
 //! Needs the default model and the `agent` binary (built with `cargo build -p agent`
 //! when missing); skips with a message when the model is absent. tmux is installed
@@ -294,8 +296,36 @@ fn tui_shows_three_agents_chats_and_follows_a_restart() {
     );
     assert!(!s.contains("error:"), "{s}");
 
-    // 3. Kill agent 3: it is shown down (or dead), then back when restarted.
+    // 3. Idle again: TOK/S and STEP/S (3 s rates) fall to "-" on every agent.
     tui.keys(&["Tab", "Tab"]); // Chat -> Models -> Nodes ("1" would be typed)
+    tui.wait("nodes view", long, |s| s.contains("Nodes (3)"));
+    tui.wait("idle figures", Duration::from_secs(20), |s| {
+        ["e2e-a1", "e2e-a2", "e2e-a3"].iter().all(|n| {
+            let cells: Vec<&str> = row(s, n).trim_matches('│').split_whitespace().collect();
+            cells.len() > 2 && cells[cells.len() - 2..] == ["-", "-"]
+        })
+    });
+
+    // 4. The Cluster view lists the links the tokens travelled, each with a latency.
+    tui.keys(&["2"]);
+    let s = tui.wait("the links table", long, |s| s.contains("TO STAGE"));
+    let links: Vec<Vec<&str>> = s
+        .lines()
+        .skip_while(|l| !l.contains("TO STAGE"))
+        .skip(1)
+        .map(|l| l.trim_matches('│').split_whitespace().collect::<Vec<_>>())
+        .filter(|c| c.first().is_some_and(|f| f.starts_with("e2e-a")))
+        .collect();
+    assert!(!links.is_empty(), "no links:\n{s}");
+    for l in &links {
+        // FROM TO [a,b) STEP/S AVG ...: a measured round trip, no reverse 0.0 rows.
+        let avg: f64 = l.get(4).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        assert!(avg > 0.0, "link without a latency: {l:?}\n{s}");
+        assert!(l[2].starts_with('[') && l[2].ends_with(')'), "{l:?}");
+    }
+    tui.keys(&["1"]);
+
+    // 5. Kill agent 3: it is shown down (or dead), then back when restarted.
     tui.wait("nodes view", long, |s| s.contains("Nodes (3)"));
     a3.kill();
     tui.wait("agent 3 down", long, |s| {
@@ -307,7 +337,7 @@ fn tui_shows_three_agents_chats_and_follows_a_restart() {
         s.contains("3/3 up") && row(s, "e2e-a3").contains("alive")
     });
 
-    // 4. q quits.
+    // 6. q quits.
     tui.keys(&["q"]);
     let end = Instant::now() + Duration::from_secs(10);
     while tui.alive() && Instant::now() < end {

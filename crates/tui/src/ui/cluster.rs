@@ -196,6 +196,7 @@ fn draw_network(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(
         Table::new(rows, widths)
             .header(header(&LINK_COLUMNS))
+            .column_spacing(2)
             .block(block),
         area,
     );
