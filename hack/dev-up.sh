@@ -5,13 +5,12 @@
 # started only when its image can be had, and only then gets its volume).
 #
 # Env: AGENT_COUNT (3), LOG_LEVEL (info), BIN_DIR (target/release), NO_GRAFANA,
-#      MODEL_DIR (~/.cache/distributed-llm/models), MODEL_FILE, HEALTH_TIMEOUT (300 s),
+#      MODEL_DIR (the model cache: ~/.cache/distributed-llm/models), MODEL_FILE, HEALTH_TIMEOUT (300 s),
 #      GPU=1 adds agent-gpu (profile gpu).
 set -euo pipefail
 LOG_TAG=dev-up
 . "$(dirname "$0")/lib.sh"
 
-MODEL_DIR="${MODEL_DIR:-$HOME/.cache/distributed-llm/models}"
 MODEL_FILE="${MODEL_FILE:-$DEFAULT_MODEL_FILE}"
 export MODEL_DIR MODEL_FILE LOG_LEVEL="${LOG_LEVEL:-info}"
 case "$LOG_LEVEL" in debug | info | warn | error) ;; *) die "LOG_LEVEL must be debug, info, warn or error (got '$LOG_LEVEL')" ;; esac

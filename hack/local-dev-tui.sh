@@ -23,7 +23,7 @@ need curl "install curl (apt-get install curl)"
 if [[ "${SKIP_START:-0}" != 1 ]]; then
     first=()
     [[ -x "$BIN_DIR/agent" ]] || first+=("build ~12 min on 2 cores")
-    [[ -r "${MODEL_DIR:-$HOME/.cache/distributed-llm/models}/$DEFAULT_MODEL_FILE" ]] \
+    [[ -r "$MODEL_DIR/$DEFAULT_MODEL_FILE" ]] \
         || first+=("model download 89 MiB")
     if ! image_exists "$LOCAL_BASE_IMAGE" && ! image_exists debian:bookworm-slim; then
         first+=("base image ~3 min (debootstrap)")

@@ -8,7 +8,6 @@ LOG_TAG=minikube
 
 need minikube "install it: https://minikube.sigs.k8s.io/docs/start/"
 need kubectl "install it: https://kubernetes.io/docs/tasks/tools/"
-MODEL_DIR="${MODEL_DIR:-$HOME/.cache/distributed-llm/models}"
 MODEL_FILE="${MODEL_FILE:-$DEFAULT_MODEL_FILE}"
 [[ -r "$MODEL_DIR/$MODEL_FILE" ]] || die "model $MODEL_DIR/$MODEL_FILE not found: run 'make model' first"
 

@@ -51,7 +51,7 @@ seeds="127.0.0.1:$(gossip_port 1),127.0.0.1:$(gossip_port 2),127.0.0.1:$(gossip_
 for i in 1 2 3; do
     NODE_ID="p-agent-$i" BIND_ADDR=127.0.0.1 ADVERTISE_ADDR=127.0.0.1 BIND_PORT=$((BASE + 80 + i)) \
         GOSSIP_PORT=$(gossip_port "$i") METRICS_PORT=$((BASE + 90 + i)) SEED_NODES="$seeds" \
-        MODEL_PATH="${MODEL_DIR:-$HOME/.cache/distributed-llm/models}/${MODEL_FILE:-$DEFAULT_MODEL_FILE}" \
+        MODEL_PATH="$MODEL_DIR/${MODEL_FILE:-$DEFAULT_MODEL_FILE}" \
         LOG_LEVEL=info "$BIN_DIR/agent" >"$WORK/agent-$i.log" 2>&1 &
     PIDS+=($!)
 done

@@ -44,7 +44,7 @@ seeds="127.0.0.1:$((BASE + 947)),127.0.0.1:$((BASE + 948)),127.0.0.1:$((BASE + 9
 for i in 1 2 3; do
     NODE_ID="q-agent-$i" BIND_ADDR=127.0.0.1 ADVERTISE_ADDR=127.0.0.1 BIND_PORT=$((BASE + 80 + i)) \
         GOSSIP_PORT=$((BASE + 946 + i)) METRICS_PORT=$((BASE + 90 + i)) SEED_NODES="$seeds" \
-        MODEL_PATH="${MODEL_DIR:-$HOME/.cache/distributed-llm/models}/${MODEL_FILE:-$DEFAULT_MODEL_FILE}" \
+        MODEL_PATH="$MODEL_DIR/${MODEL_FILE:-$DEFAULT_MODEL_FILE}" \
         LOG_LEVEL=info "$BIN_DIR/agent" >"$WORK/agent-$i.log" 2>&1 &
     PIDS+=($!)
 done
