@@ -86,15 +86,24 @@ pub struct ServeArgs {
     /// Memory (bytes) this agent offers for layers (default: memory available).
     #[arg(long, env = "MEMORY_LIMIT")]
     pub memory_limit: Option<u64>,
-    /// Generation requests this agent coordinates at once; more get 429.
+    /// Generation requests this agent runs at once (and most sequences in one batch);
+    /// more wait while their KV cache does not fit.
     #[arg(long, env = "MAX_REQUESTS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_requests: u32,
     /// Cluster secret, API key and TLS (all off by default).
     #[command(flatten)]
     pub security: crate::security::SecurityArgs,
-    /// Generation requests that may wait for a slot beyond `--max-requests`; more get 429.
+    /// Generation requests that may wait for admission; more get 429.
     #[arg(long, env = "MAX_QUEUE", default_value_t = 32)]
     pub max_queue: u32,
+    /// KV cache memory (bytes) this agent's stage may use for sequences and its prefix
+    /// cache (default: a quarter of the memory available when the layers load).
+    #[arg(long, env = "KV_CACHE_MEMORY", default_value_t = 0)]
+    pub kv_cache_memory: u64,
+    /// Prompt positions per batch: a long prompt is processed in chunks of this size, so
+    /// running streams wait at most one chunk for their next token.
+    #[arg(long, env = "PREFILL_CHUNK", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=8192))]
+    pub prefill_chunk: u32,
     /// Seconds a request whose stage failed waits for a plan that covers the model.
     #[arg(long, env = "RECOVERY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub recovery_timeout: u64,

@@ -1,25 +1,20 @@
 //! The distributed-llm agent: gossip membership, layer placement, pipeline-parallel
 //! generation over gRPC, an OpenAI-compatible HTTP API and Prometheus metrics.
+//!
+//! Layers, each depending only on those below it: `api` (HTTP, gRPC) → `serving`
+//! (admission, coordinators) → `pipeline` (stage worker, links, wire) → `node` (state,
+//! membership, placement, resources); `metrics` and `security` are shared by all.
 
-pub mod admission;
+pub mod api;
 pub mod bench;
 pub mod config;
-pub mod convert;
 pub mod generate;
-pub mod grpc;
 pub mod healthcheck;
-pub mod http;
 pub mod httpc;
 pub mod logging;
-pub mod membership;
 pub mod metrics;
-pub mod openai;
+pub mod node;
 pub mod pipeline;
-pub mod placement;
-pub mod resources;
 pub mod run;
 pub mod security;
-pub mod server;
-pub mod state;
-pub mod tls;
-pub mod view;
+pub mod serving;

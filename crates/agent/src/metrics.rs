@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::resources::Resources;
+use crate::node::resources::Resources;
 
 /// Float gauge.
 pub type FGauge = Gauge<f64, AtomicU64>;
@@ -30,6 +30,11 @@ pub struct GpuLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
     pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,11 +118,11 @@ impl StepHistogram {
         }
     }
 
-    /// Record one step's compute time.
-    pub fn observe(&self, seconds: f64) {
+    /// Record one batch's compute time and the sequence steps it ran.
+    pub fn observe_batch(&self, seconds: f64, steps: u64) {
         self.hist.observe(seconds);
         self.steps
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(steps, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Steps recorded so far.
@@ -156,6 +161,13 @@ pub struct Metrics {
     pub prompt_tokens: Counter,
     pub tokens_per_second: FGauge,
     pub stage_forward: StepHistogram,
+    pub batch_sequences: Histogram,
+    pub batch_positions: Histogram,
+    pub stage_queue_steps: Gauge,
+    pub kv_bytes: Family<KindLabel, Gauge>,
+    pub kv_capacity: Gauge,
+    pub prefix_hits: Counter,
+    pub prefix_misses: Counter,
     pub pipeline_sessions: Gauge,
     pub pipeline_recoveries: Counter,
     pub queued_requests: Gauge,
@@ -205,6 +217,13 @@ impl Metrics {
             prompt_tokens: Counter::default(),
             tokens_per_second: FGauge::default(),
             stage_forward: StepHistogram::new(),
+            batch_sequences: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
+            batch_positions: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            stage_queue_steps: Gauge::default(),
+            kv_bytes: Family::default(),
+            kv_capacity: Gauge::default(),
+            prefix_hits: Counter::default(),
+            prefix_misses: Counter::default(),
             pipeline_sessions: Gauge::default(),
             pipeline_recoveries: Counter::default(),
             queued_requests: Gauge::default(),
@@ -332,12 +351,47 @@ impl Metrics {
         );
         reg!(
             "stage_forward_seconds",
-            "Compute time of this agent's layers per step",
+            "Compute time of this agent's layers per batch",
             m.stage_forward.hist
         );
         reg!(
+            "stage_batch_sequences",
+            "Sequences in each batch this agent's layers ran",
+            m.batch_sequences
+        );
+        reg!(
+            "stage_batch_positions",
+            "Positions (tokens) in each batch this agent's layers ran",
+            m.batch_positions
+        );
+        reg!(
+            "stage_queued_steps",
+            "Sequence steps waiting for this agent's layers",
+            m.stage_queue_steps
+        );
+        reg!(
+            "kv_cache_bytes",
+            "KV cache memory of this agent's stage: open sequences and the prefix cache",
+            m.kv_bytes
+        );
+        reg!(
+            "kv_cache_capacity_positions",
+            "KV positions this agent's stage may hold",
+            m.kv_capacity
+        );
+        reg!(
+            "prefix_cache_hits",
+            "Sequences opened on a cached prefix",
+            m.prefix_hits
+        );
+        reg!(
+            "prefix_cache_misses",
+            "Sequences that asked for a prefix no longer cached",
+            m.prefix_misses
+        );
+        reg!(
             "pipeline_sessions",
-            "Open pipeline sessions (KV caches) on this agent",
+            "Open sequences (KV caches) on this agent's stage",
             m.pipeline_sessions
         );
         reg!(
@@ -383,6 +437,7 @@ impl Metrics {
         for s in ["alive", "dead"] {
             let _ = m.members.get_or_create(&StateLabel { state: s.into() });
         }
+        m.set_kv_bytes(0, 0);
         Self { registry: r, ..m }
     }
 
@@ -488,6 +543,15 @@ impl Metrics {
                 status: status.as_str().into(),
             })
             .get()
+    }
+
+    /// Set the KV cache gauges.
+    pub fn set_kv_bytes(&self, sequences: u64, prefix: u64) {
+        for (kind, v) in [("sequences", sequences), ("prefix", prefix)] {
+            self.kv_bytes
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .set(v as i64);
+        }
     }
 
     /// Set the layer range held (`None`: nothing held).

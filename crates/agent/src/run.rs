@@ -7,10 +7,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::config::ServeArgs;
-use crate::membership::{GossipConfig, Membership};
+use crate::node::membership::{GossipConfig, Membership};
 use crate::metrics::Metrics;
-use crate::placement::{initial_advert, placement_loop};
-use crate::state::{Addresses, AgentState, ModelHandle};
+use crate::node::placement::{initial_advert, placement_loop};
+use crate::api::App;
+use crate::node::state::{Addresses, AgentState, ModelHandle};
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::serving::admission::Admission;
+use crate::serving::{Serving, ServingConfig};
 
 /// Resolve the model path: the flag, else the default model (fetched if absent).
 pub async fn model_path(flag: Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
@@ -63,19 +67,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         metrics: join(&host, args.metrics_port),
     };
     // Bind first: a port in use is reported before the slow model work.
-    let api_listener = crate::server::bind(
+    let api_listener = crate::api::server::bind(
         SocketAddr::new(bind_ip, args.bind_port),
         "API (--bind-port)",
     )
     .await?;
-    let metrics_listener = crate::server::bind(
+    let metrics_listener = crate::api::server::bind(
         SocketAddr::new(bind_ip, args.metrics_port),
         "metrics (--metrics-port)",
     )
     .await?;
     crate::security::install(args.security.policy());
     let tls = match (&args.security.tls_cert, &args.security.tls_key) {
-        (Some(c), Some(k)) => Some(crate::tls::server_config(c, k)?),
+        (Some(c), Some(k)) => Some(crate::api::tls::server_config(c, k)?),
         _ => None,
     };
     let path = model_path(args.model.clone()).await?;
@@ -93,11 +97,48 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let metrics = Arc::new(Metrics::new(&node_id));
     metrics.set_info(&addrs.api);
     metrics.model_layers.set(model.info.n_layers as i64);
-    let mut state = AgentState::new(node_id.clone(), addrs.clone(), generation, model, metrics);
-    state.admission =
-        crate::admission::Admission::new(args.max_requests as usize, args.max_queue as usize);
-    state.recovery_timeout = std::time::Duration::from_secs(args.recovery_timeout);
-    let state = Arc::new(state);
+    let state = Arc::new(AgentState::new(
+        node_id.clone(),
+        addrs.clone(),
+        generation,
+        model,
+        metrics,
+    ));
+    let pipeline = Pipeline::start(
+        state.clone(),
+        PipelineConfig {
+            kv_memory: args.kv_cache_memory,
+            chunk: args.prefill_chunk as usize,
+            max_batch: args.max_requests as usize,
+        },
+    );
+    let max_running = args.max_requests as usize;
+    // Until this agent runs a stage, admission counts requests only.
+    let unbounded = max_running * state.model.info.context_length;
+    let serving = Serving::new(
+        state.clone(),
+        pipeline.router.clone(),
+        Admission::new(unbounded, max_running, args.max_queue as usize),
+        ServingConfig {
+            recovery_timeout: Duration::from_secs(args.recovery_timeout),
+            chunk: args.prefill_chunk as usize,
+        },
+    );
+    {
+        let serving = serving.clone();
+        let mut capacity = pipeline.capacity.clone();
+        tokio::spawn(async move {
+            while capacity.changed().await.is_ok() {
+                let cap = *capacity.borrow_and_update();
+                serving.admission.set_budget(if cap == 0 { unbounded } else { cap });
+            }
+        });
+    }
+    let app = Arc::new(App {
+        state: state.clone(),
+        serving,
+        router: pipeline.router.clone(),
+    });
     let advert = initial_advert(&state, args.memory_limit);
     let membership = Arc::new(
         Membership::start(
@@ -119,12 +160,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .context("starting gossip (--gossip-port)")?,
     );
-    let (app, health) = crate::server::router(state.clone())?;
+    let metrics_app = crate::api::http::metrics_router(app.clone());
+    let (app, health) = crate::api::server::router(app)?;
     tokio::spawn(resource_loop(state.clone()));
     tokio::spawn(placement_loop(state.clone(), membership, health, advert));
-    let metrics_app = crate::http::metrics_router(state.clone());
     tokio::spawn(async move {
-        if let Err(e) = crate::server::serve(metrics_listener, metrics_app).await {
+        if let Err(e) = crate::api::server::serve(metrics_listener, metrics_app).await {
             tracing::error!("metrics server stopped: {e:#}");
         }
     });
@@ -136,8 +177,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tokio::select! {
         r = async {
             match tls {
-                Some(cfg) => crate::tls::serve(api_listener, app, cfg).await,
-                None => crate::server::serve(api_listener, app).await,
+                Some(cfg) => crate::api::tls::serve(api_listener, app, cfg).await,
+                None => crate::api::server::serve(api_listener, app).await,
             }
         } => r,
         _ = shutdown_signal() => {

@@ -1,7 +1,7 @@
 //! Property tests (bounded case counts) of the decoders that face untrusted input:
 //! the OpenAI JSON body, the proto sampling parameters and the hidden-state frames.
 
-use agent::openai::ChatCompletionRequest;
+use agent::api::openai::ChatCompletionRequest;
 use engine::HiddenState;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -103,7 +103,7 @@ proptest! {
             temperature, top_k, top_p, max_tokens, seed,
             ..Default::default()
         };
-        let s = agent::convert::sampling_from_proto(Some(&p), 256);
+        let s = agent::api::convert::sampling_from_proto(Some(&p), 256);
         prop_assert_eq!(s.max_tokens, max_tokens.map_or(256, |m| m as usize));
     }
 

@@ -1,6 +1,8 @@
 //! Property tests against one running agent on 127.0.0.1 (bounded cases, each call
-//! under a timeout): random pipeline steps (the agent's Step decoding) and random
-//! Generate requests either succeed or fail with a non-OK status and a message.
+//! under a timeout): random pipeline messages on a Link (the agent's message decoding and
+//! its stage worker) are taken or refused with a fault that has a message, and the link
+//! still answers a ping; random Generate requests either succeed or fail with a non-OK
+//! status and a message.
 
 mod common;
 
@@ -9,9 +11,11 @@ use std::time::Duration;
 use common::*;
 use proptest::prelude::*;
 use proto::v1::{
-    forward_request, ForwardHeader, ForwardRequest, ForwardStep, GenerateRequest, SamplingParams,
+    link_msg, GenerateRequest, LinkFrame, LinkHello, LinkMsg, RouteHop, SamplingParams, SeqOpen,
+    SeqStep,
 };
-use proto::{InferenceServiceClient, PipelineServiceClient};
+use tokio_stream::StreamExt;
+use proto::InferenceServiceClient;
 
 const CALL: Duration = Duration::from_secs(30);
 
@@ -36,33 +40,58 @@ async fn outcome<T>(
     }
 }
 
-fn step_strategy() -> impl Strategy<Value = ForwardStep> {
+fn step_strategy() -> impl Strategy<Value = SeqStep> {
     // A well-formed first step (token ids, no hidden state), or anything.
-    let valid = proptest::collection::vec(0u32..49_152, 1..5).prop_map(|tokens| ForwardStep {
-        position: 0,
-        n_tokens: tokens.len() as u32,
+    let valid = proptest::collection::vec(0u32..49_152, 1..5).prop_map(|tokens| SeqStep {
+        seq: 1,
         tokens,
-        dim: 0,
-        hidden: vec![],
+        sample: true,
+        ..Default::default()
     });
     prop_oneof![1 => valid, 3 => any_step()]
 }
 
-fn any_step() -> impl Strategy<Value = ForwardStep> {
+fn any_step() -> impl Strategy<Value = SeqStep> {
     (
         prop_oneof![0u32..16, any::<u32>()],
         proptest::collection::vec(prop_oneof![0u32..49_152, any::<u32>()], 0..6),
-        prop_oneof![0u32..4, any::<u32>()],
         prop_oneof![Just(0u32), Just(576), 0u32..1024, any::<u32>()],
         prop_oneof![Just(0usize), Just(1152), Just(2304), 0usize..3000],
+        prop_oneof![Just(1u64), any::<u64>()],
     )
-        .prop_map(|(position, tokens, n_tokens, dim, len)| ForwardStep {
+        .prop_map(|(position, tokens, dim, len, seq)| SeqStep {
+            seq,
             position,
             tokens,
-            n_tokens,
             dim,
             hidden: (0..len).map(|i| (i * 31 % 251) as u8 & 0x3b).collect(),
+            sample: seq % 2 == 0,
         })
+}
+
+/// Sends frames then a ping on a fresh Link: `Err(message)` if a fault came back first,
+/// `Ok(())` if the pong did; panics on a hang, a fault without a message or a link error.
+async fn link_outcome(ch: tonic::transport::Channel, mut frames: Vec<LinkFrame>) -> Result<(), String> {
+    frames.push(LinkFrame {
+        msgs: vec![LinkMsg { msg: Some(link_msg::Msg::Ping(1)) }],
+    });
+    let r = proto::PipelineServiceClient::new(ch)
+        .link(tokio_stream::iter(frames).chain(tokio_stream::pending()))
+        .await;
+    let mut stream = r.expect("the link opens").into_inner();
+    match tokio::time::timeout(CALL, stream.message()).await {
+        Err(_) => panic!("no answer within {CALL:?}"),
+        Ok(Err(s)) => panic!("the link broke: {s:?}"),
+        Ok(Ok(None)) => panic!("the link closed"),
+        Ok(Ok(Some(f))) => match f.msgs.into_iter().next().and_then(|m| m.msg) {
+            Some(link_msg::Msg::Pong(_)) => Ok(()),
+            Some(link_msg::Msg::Fault(f)) => {
+                assert!(!f.message.trim().is_empty(), "{f:?}");
+                Err(f.message)
+            }
+            other => panic!("unexpected answer {other:?}"),
+        },
+    }
 }
 
 #[test]
@@ -86,20 +115,26 @@ fn random_steps_and_generate_requests_are_served_or_refused_clearly() {
 
     let tally = std::cell::RefCell::new([[0usize; 2]; 2]);
     let cfg = ProptestConfig::with_cases(64);
+    let (node, addr) = ("fuzz-live".to_string(), format!("127.0.0.1:{}", a.ports.api));
     proptest!(cfg, |(start in prop_oneof![Just(0u32), 0u32..40], end in prop_oneof![Just(30u32), 0u32..40], steps in proptest::collection::vec(step_strategy(), 1..3))| {
-        let mut msgs = vec![ForwardRequest {
-            msg: Some(forward_request::Msg::Header(ForwardHeader {
-                request_id: "prop".into(),
-                layer_start: start,
-                layer_end: end,
+        let hello = LinkMsg { msg: Some(link_msg::Msg::Hello(LinkHello { node_id: "prop".into(), ..Default::default() })) };
+        let open = LinkMsg {
+            msg: Some(link_msg::Msg::Open(SeqOpen {
+                seq: 1,
+                hops: vec![RouteHop { node_id: node.clone(), api_addr: addr.clone(), layer_start: start, layer_end: end }],
+                origin_node: node.clone(),
+                origin_addr: addr.clone(),
+                sampling: Some(SamplingParams { max_tokens: Some(1), ..Default::default() }),
+                prompt_len: 4,
                 ..Default::default()
             })),
-        }];
-        msgs.extend(steps.into_iter().map(|s| ForwardRequest { msg: Some(forward_request::Msg::Step(s)) }));
+        };
+        let mut msgs = vec![open];
+        msgs.extend(steps.into_iter().map(|s| LinkMsg { msg: Some(link_msg::Msg::Step(s)) }));
+        msgs.push(LinkMsg { msg: Some(link_msg::Msg::Close(1)) });
+        let frames = vec![LinkFrame { msgs: vec![hello] }, LinkFrame { msgs }];
         let ch = ch.clone();
-        let r = rt.block_on(async move {
-            outcome(PipelineServiceClient::new(ch).forward(tokio_stream::iter(msgs)).await).await
-        });
+        let r = rt.block_on(link_outcome(ch, frames));
         tally.borrow_mut()[0][r.is_err() as usize] += 1;
     });
 
@@ -127,7 +162,7 @@ fn random_steps_and_generate_requests_are_served_or_refused_clearly() {
 
     let t = tally.borrow();
     eprintln!(
-        "Forward: {} served, {} refused; Generate: {} served, {} refused",
+        "Link: {} taken, {} refused; Generate: {} served, {} refused",
         t[0][0], t[0][1], t[1][0], t[1][1]
     );
     rt.block_on(async {

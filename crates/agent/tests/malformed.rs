@@ -1,8 +1,9 @@
 //! 1,000 malformed requests against one running agent on 127.0.0.1: bad JSON, wrong
 //! types, huge numbers, invalid UTF-8, oversized bodies (HTTP); garbage and
-//! ill-formed frames (gRPC Forward and Generate); random datagrams (gossip UDP).
+//! ill-formed frames (gRPC pipeline Link and Generate); random datagrams (gossip UDP).
 //! Every HTTP answer must be a 4xx with a JSON error message, every gRPC answer a
-//! non-OK status with a message, and the agent must still serve afterwards.
+//! non-OK status (or, on a pipeline link, a fault frame) with a message, and the agent
+//! must still serve afterwards.
 
 mod common;
 
@@ -11,10 +12,12 @@ use std::time::Duration;
 use bytes::{Buf, BufMut};
 use common::*;
 use proto::v1::{
-    forward_request, ForwardHeader, ForwardRequest, ForwardStep, GenerateRequest, SamplingParams,
+    link_msg, GenerateRequest, LinkFrame, LinkHello, LinkMsg, RouteHop, SamplingParams, SeqOpen,
+    SeqStep,
 };
 use proto::{InferenceServiceClient, PipelineServiceClient};
 use serde_json::Value;
+use tokio_stream::StreamExt;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -156,26 +159,67 @@ async fn first_error<T>(
     }
 }
 
-fn header(start: u32, end: u32) -> ForwardRequest {
-    ForwardRequest {
-        msg: Some(forward_request::Msg::Header(ForwardHeader {
-            request_id: "fuzz".into(),
-            layer_start: start,
-            layer_end: end,
-            ..Default::default()
-        })),
+fn frame(msgs: Vec<link_msg::Msg>) -> LinkFrame {
+    LinkFrame {
+        msgs: msgs.into_iter().map(|m| LinkMsg { msg: Some(m) }).collect(),
     }
 }
 
-fn step(n_tokens: u32, dim: u32, hidden: Vec<u8>, tokens: Vec<u32>) -> ForwardRequest {
-    ForwardRequest {
-        msg: Some(forward_request::Msg::Step(ForwardStep {
-            position: 0,
-            tokens,
-            n_tokens,
-            dim,
-            hidden,
-        })),
+fn hello() -> link_msg::Msg {
+    link_msg::Msg::Hello(LinkHello {
+        node_id: "fuzz".into(),
+        ..Default::default()
+    })
+}
+
+/// Opens sequence 7 on layers [start, end) of the agent itself (its faults stay local).
+fn open(start: u32, end: u32, node: &str, addr: &str) -> link_msg::Msg {
+    link_msg::Msg::Open(SeqOpen {
+        seq: 7,
+        hops: vec![RouteHop {
+            node_id: node.into(),
+            api_addr: addr.into(),
+            layer_start: start,
+            layer_end: end,
+        }],
+        origin_node: node.into(),
+        origin_addr: addr.into(),
+        sampling: Some(SamplingParams::default()),
+        prompt_len: 1,
+        ..Default::default()
+    })
+}
+
+fn step(dim: u32, hidden: Vec<u8>, tokens: Vec<u32>) -> link_msg::Msg {
+    link_msg::Msg::Step(SeqStep {
+        seq: 7,
+        tokens,
+        dim,
+        hidden,
+        sample: true,
+        ..Default::default()
+    })
+}
+
+/// Sends frames on a fresh Link and returns the first answer: an error status, or a
+/// fault frame's message as a non-OK status; a pong counts as OK ("still serving").
+async fn link_answer(ch: &tonic::transport::Channel, frames: Vec<LinkFrame>) -> tonic::Status {
+    let r = PipelineServiceClient::new(ch.clone())
+        .link(tokio_stream::iter(frames).chain(tokio_stream::pending()))
+        .await;
+    let mut stream = match r {
+        Err(s) => return s,
+        Ok(resp) => resp.into_inner(),
+    };
+    match tokio::time::timeout(CALL, stream.message()).await {
+        Ok(Err(s)) => s,
+        Ok(Ok(Some(f))) => match f.msgs.into_iter().next().and_then(|m| m.msg) {
+            Some(link_msg::Msg::Fault(f)) => tonic::Status::invalid_argument(f.message),
+            Some(link_msg::Msg::Pong(_)) => tonic::Status::ok("pong"),
+            other => tonic::Status::ok(format!("unexpected answer {other:?}")),
+        },
+        Ok(Ok(None)) => tonic::Status::ok(""),
+        Err(_) => tonic::Status::ok("no answer (hang)"),
     }
 }
 
@@ -213,13 +257,14 @@ async fn a_thousand_malformed_requests_crash_nothing() {
         .connect_timeout(Duration::from_secs(5))
         .timeout(CALL)
         .connect_lazy();
-    let fwd = http::uri::PathAndQuery::from_static("/distributed_llm.v1.PipelineService/Forward");
+    let fwd = http::uri::PathAndQuery::from_static("/distributed_llm.v1.PipelineService/Link");
+    let (node, addr) = ("fuzz-a".to_string(), format!("127.0.0.1:{}", a.ports.api));
     let gen = http::uri::PathAndQuery::from_static("/distributed_llm.v1.InferenceService/Generate");
     for i in 0..200 {
         let what = format!("gRPC case {i}");
         let status = match i % 10 {
             0..=2 => {
-                // Garbage frames on the Forward stream.
+                // Garbage frames on a Link stream.
                 let frames: Vec<Vec<u8>> =
                     (0..1 + i % 3).map(|k| rng.bytes(8 + k * 37 + i)).collect();
                 let mut g = tonic::client::Grpc::new(ch.clone());
@@ -248,46 +293,41 @@ async fn a_thousand_malformed_requests_crash_nothing() {
                 first_error(r).await
             }
             5 => {
-                // A step before any header; a header with an impossible range.
-                let msgs = if i % 20 == 5 {
-                    vec![step(1, 576, vec![0; 1152], vec![])]
+                // A step before the hello; an open with an impossible range.
+                let frames = if i % 20 == 5 {
+                    vec![frame(vec![step(576, vec![0; 1152], vec![1])])]
                 } else {
-                    vec![header(20, 5), step(1, 0, vec![], vec![1])]
+                    vec![frame(vec![hello()]), frame(vec![open(20, 5, &node, &addr)])]
                 };
-                let r = PipelineServiceClient::new(ch.clone())
-                    .forward(tokio_stream::iter(msgs))
-                    .await;
-                first_error(r).await
+                link_answer(&ch, frames).await
             }
             6 => {
                 // Hidden bytes that do not match the shape, or a huge shape.
-                let (n, d, len) = match i % 3 {
-                    0 => (1, 576, 1151),
-                    1 => (u32::MAX, u32::MAX, 16),
-                    _ => (2, 7, 28),
+                let (d, len, tokens) = match i % 3 {
+                    0 => (576, 1151, vec![1]),
+                    1 => (u32::MAX, 16, vec![1; 3]),
+                    _ => (7, 28, vec![1, 2]),
                 };
-                let r = PipelineServiceClient::new(ch.clone())
-                    .forward(tokio_stream::iter(vec![
-                        header(1, 30),
-                        step(n, d, rng.bytes(len), vec![]),
-                    ]))
-                    .await;
-                first_error(r).await
+                let frames = vec![frame(vec![hello()]), frame(vec![step(d, rng.bytes(len), tokens)])];
+                link_answer(&ch, frames).await
             }
             7 => {
-                // Token ids out of the vocabulary, or no input at all.
-                let tokens = if i % 2 == 0 {
-                    vec![u32::MAX, 4_000_000]
+                // Token ids out of the vocabulary, or no tokens at all, on an open
+                // sequence, then a ping. Empty steps are refused on the link (a fault
+                // frame); out-of-vocabulary ids by the stage, which tells the origin (the
+                // agent itself): the link then answers the ping.
+                let tokens = if i % 2 == 0 { vec![u32::MAX, 4_000_000] } else { vec![] };
+                let frames = vec![
+                    frame(vec![hello()]),
+                    frame(vec![open(0, 30, &node, &addr), step(0, vec![], tokens), link_msg::Msg::Close(7)]),
+                    frame(vec![link_msg::Msg::Ping(1)]),
+                ];
+                let s = link_answer(&ch, frames).await;
+                if s.code() == tonic::Code::Ok && s.message() == "pong" {
+                    tonic::Status::invalid_argument("refused by the stage; the link still answers")
                 } else {
-                    vec![]
-                };
-                let r = PipelineServiceClient::new(ch.clone())
-                    .forward(tokio_stream::iter(vec![
-                        header(0, 30),
-                        step(0, 0, vec![], tokens),
-                    ]))
-                    .await;
-                first_error(r).await
+                    s
+                }
             }
             _ => {
                 // Ill-formed Generate requests.

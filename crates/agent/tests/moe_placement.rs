@@ -2,8 +2,8 @@
 //! layers are several times a dense one) and charges an untied head to the last stage,
 //! so no node is given more than its memory.
 
-use agent::membership::plan;
-use agent::view::{Liveness, MemberView};
+use agent::node::membership::plan;
+use agent::node::view::{Liveness, MemberView};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;

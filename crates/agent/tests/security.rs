@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use proto::v1::{forward_request, ForwardHeader, ForwardRequest, GetNodeInfoRequest};
+use proto::v1::{link_msg, GetNodeInfoRequest, LinkFrame, LinkHello, LinkMsg};
 use proto::{NodeServiceClient, PipelineServiceClient};
 use serde_json::Value;
 
@@ -37,23 +37,31 @@ async fn members(a: &Agent, key: Option<&str>) -> Option<Vec<String>> {
     )
 }
 
-/// A Forward call as a stranger would make it (`token`: its x-cluster-token).
-async fn forward_as(port: u16, token: Option<&str>) -> tonic::Status {
-    let header = ForwardRequest {
-        msg: Some(forward_request::Msg::Header(ForwardHeader {
-            request_id: "intruder".into(),
-            layer_start: 0,
-            layer_end: 1,
-            ..Default::default()
-        })),
-    };
-    let mut req = tonic::Request::new(tokio_stream::iter(vec![header]));
+/// A pipeline Link as a stranger would open it (`token`: its x-cluster-token): a hello
+/// and a ping.
+async fn link_as(port: u16, token: Option<&str>) -> tonic::Status {
+    let frames = vec![
+        LinkFrame {
+            msgs: vec![LinkMsg {
+                msg: Some(link_msg::Msg::Hello(LinkHello {
+                    node_id: "intruder".into(),
+                    ..Default::default()
+                })),
+            }],
+        },
+        LinkFrame {
+            msgs: vec![LinkMsg {
+                msg: Some(link_msg::Msg::Ping(1)),
+            }],
+        },
+    ];
+    let mut req = tonic::Request::new(tokio_stream::iter(frames));
     if let Some(t) = token {
         req.metadata_mut()
             .insert(agent::security::CLUSTER_TOKEN_HEADER, t.parse().unwrap());
     }
     let mut client = PipelineServiceClient::new(channel(port).await);
-    match client.forward(req).await {
+    match client.link(req).await {
         Err(s) => s,
         Ok(mut stream) => match stream.get_mut().message().await {
             Err(s) => s,
@@ -131,14 +139,14 @@ async fn wrong_cluster_secret_is_not_admitted() {
     eprintln!("gossip datagrams rejected by a while c tried to join: {rejected}");
 
     // c cannot serve as a stage nor push hidden states: pipeline calls need the token.
-    let s = forward_as(a.ports.api, None).await;
+    let s = link_as(a.ports.api, None).await;
     assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
     assert!(s.message().contains("cluster"), "{}", s.message());
     let wrong = agent::security::cluster_token("wrong");
-    let s = forward_as(a.ports.api, Some(&wrong)).await;
+    let s = link_as(a.ports.api, Some(&wrong)).await;
     assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
     let right = agent::security::cluster_token("right");
-    let s = forward_as(a.ports.api, Some(&right)).await;
+    let s = link_as(a.ports.api, Some(&right)).await;
     assert_ne!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
     drop((a, b, c));
 }

@@ -7,8 +7,8 @@
 //!   models, metrics snapshots (unary and streamed).
 //! - [`InferenceService`](v1::inference_service_server::InferenceService): streamed
 //!   text generation for clients.
-//! - [`PipelineService`](v1::pipeline_service_server::PipelineService): one bidi
-//!   `Forward` stream per request and hop between agents.
+//! - [`PipelineService`](v1::pipeline_service_server::PipelineService): one long-lived
+//!   bidi `Link` stream per pair of agents, multiplexing every sequence's messages.
 //!
 //! [`FILE_DESCRIPTOR_SET`] feeds `tonic-reflection` (v1 and v1alpha).
 
@@ -103,34 +103,42 @@ mod tests {
                 "{name} missing: {services:?}"
             );
         }
-        let forward = file
+        let link = file
             .service
             .iter()
             .find(|s| s.name() == "PipelineService")
             .unwrap()
             .method
             .iter()
-            .find(|m| m.name() == "Forward")
+            .find(|m| m.name() == "Link")
             .unwrap();
-        assert!(forward.client_streaming() && forward.server_streaming());
+        assert!(link.client_streaming() && link.server_streaming());
     }
 
     #[test]
-    fn forward_request_round_trips() {
+    fn link_frame_round_trips() {
         let hidden: Vec<u8> = (0..2 * 576 * 2).map(|i| (i % 251) as u8).collect();
-        let msg = ForwardRequest {
-            msg: Some(forward_request::Msg::Step(ForwardStep {
-                position: 7,
-                tokens: vec![1, 2],
-                n_tokens: 2,
-                dim: 576,
-                hidden: hidden.clone(),
-            })),
+        let frame = LinkFrame {
+            msgs: vec![
+                LinkMsg {
+                    msg: Some(link_msg::Msg::Step(SeqStep {
+                        seq: u64::MAX,
+                        position: 7,
+                        tokens: vec![1, 2],
+                        dim: 576,
+                        hidden: hidden.clone(),
+                        sample: true,
+                    })),
+                },
+                LinkMsg {
+                    msg: Some(link_msg::Msg::Close(42)),
+                },
+            ],
         };
-        let back = ForwardRequest::decode(msg.encode_to_vec().as_slice()).unwrap();
-        assert_eq!(back, msg);
-        match back.msg {
-            Some(forward_request::Msg::Step(step)) => assert_eq!(step.hidden, hidden),
+        let back = LinkFrame::decode(frame.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back, frame);
+        match &back.msgs[0].msg {
+            Some(link_msg::Msg::Step(step)) => assert_eq!(step.hidden, hidden),
             other => panic!("unexpected {other:?}"),
         }
     }

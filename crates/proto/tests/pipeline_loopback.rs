@@ -1,106 +1,102 @@
 //! The generated PipelineService server and client talk over a real HTTP/2
-//! connection on 127.0.0.1: header first, then one response per step.
+//! connection on 127.0.0.1: one long-lived Link stream, frames both ways.
 
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use proto::v1::{
-    forward_request::Msg, ForwardHeader, ForwardRequest, ForwardResponse, ForwardStep,
-};
+use proto::v1::{link_msg::Msg, LinkFrame, LinkHello, LinkMsg, SeqStep};
 use proto::{PipelineService, PipelineServiceClient, PipelineServiceServer};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// A toy last stage: answers each step with the number of tokens it has seen.
+/// A toy stage: answers every ping with a pong and every step with a pong carrying the
+/// number of tokens seen so far.
 struct Counter;
 
 #[tonic::async_trait]
 impl PipelineService for Counter {
-    type ForwardStream = Pin<Box<dyn Stream<Item = Result<ForwardResponse, Status>> + Send>>;
+    type LinkStream = Pin<Box<dyn Stream<Item = Result<LinkFrame, Status>> + Send>>;
 
-    async fn forward(
+    async fn link(
         &self,
-        request: Request<Streaming<ForwardRequest>>,
-    ) -> Result<Response<Self::ForwardStream>, Status> {
+        request: Request<Streaming<LinkFrame>>,
+    ) -> Result<Response<Self::LinkStream>, Status> {
         let mut input = request.into_inner();
-        let header = match input.message().await? {
-            Some(ForwardRequest {
-                msg: Some(Msg::Header(h)),
-            }) => h,
-            _ => return Err(Status::invalid_argument("first message must be the header")),
-        };
-        let out = async_stream(input, header);
+        match input.message().await?.and_then(|f| f.msgs.into_iter().next()) {
+            Some(LinkMsg {
+                msg: Some(Msg::Hello(_)),
+            }) => {}
+            _ => return Err(Status::invalid_argument("a link starts with a hello")),
+        }
+        let mut seen = 0u64;
+        let out = input.map(move |frame| {
+            let frame = frame?;
+            let mut msgs = Vec::new();
+            for m in frame.msgs {
+                match m.msg {
+                    Some(Msg::Ping(t)) => msgs.push(LinkMsg { msg: Some(Msg::Pong(t)) }),
+                    Some(Msg::Step(s)) => {
+                        seen += s.tokens.len() as u64;
+                        msgs.push(LinkMsg { msg: Some(Msg::Pong(seen)) });
+                    }
+                    _ => return Err(Status::invalid_argument("unexpected message")),
+                }
+            }
+            Ok(LinkFrame { msgs })
+        });
         Ok(Response::new(Box::pin(out)))
     }
 }
 
-fn async_stream(
-    input: Streaming<ForwardRequest>,
-    header: ForwardHeader,
-) -> impl Stream<Item = Result<ForwardResponse, Status>> + Send {
-    input.scan(0u32, move |seen, msg| {
-        let reply = match msg {
-            Ok(ForwardRequest {
-                msg: Some(Msg::Step(step)),
-            }) => {
-                *seen += step.tokens.len() as u32;
-                Ok(ForwardResponse {
-                    token: Some(*seen + header.layer_start),
-                    compute_us: 1,
-                    ..Default::default()
-                })
-            }
-            Ok(_) => Err(Status::invalid_argument("expected a step")),
-            Err(e) => Err(e),
-        };
-        futures::future::ready(Some(reply))
-    })
+fn frame(msg: Msg) -> LinkFrame {
+    LinkFrame {
+        msgs: vec![LinkMsg { msg: Some(msg) }],
+    }
 }
 
 #[tokio::test]
-async fn forward_stream_round_trips_over_loopback() {
+async fn link_frames_flow_both_ways_over_http2() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(
+    tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(PipelineServiceServer::new(Counter))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-
     let mut client = PipelineServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
-    let header = ForwardRequest {
-        msg: Some(Msg::Header(ForwardHeader {
-            request_id: "r1".into(),
-            layer_start: 100,
-            layer_end: 130,
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(frame(Msg::Hello(LinkHello {
+        node_id: "a".into(),
+        api_addr: addr.to_string(),
+        model: "m".into(),
+    })))
+    .await
+    .unwrap();
+    let mut answers = client
+        .link(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for (i, n) in [3usize, 1, 1].into_iter().enumerate() {
+        tx.send(frame(Msg::Step(SeqStep {
+            seq: 9,
+            position: i as u32,
+            tokens: vec![7; n],
             ..Default::default()
-        })),
-    };
-    let steps = (0..3u32).map(|i| ForwardRequest {
-        msg: Some(Msg::Step(ForwardStep {
-            position: i,
-            tokens: vec![i; (i + 1) as usize],
-            n_tokens: i + 1,
-            ..Default::default()
-        })),
-    });
-    let outbound = futures::stream::iter(std::iter::once(header).chain(steps));
-    let mut replies = client.forward(outbound).await.unwrap().into_inner();
-    let mut tokens = Vec::new();
-    while let Some(r) = replies.message().await.unwrap() {
-        tokens.push(r.token.unwrap());
+        })))
+        .await
+        .unwrap();
     }
-    assert_eq!(tokens, vec![101, 103, 106]);
-
-    // A stream that starts with a step is refused with a clear status.
-    let bad = futures::stream::iter(vec![ForwardRequest {
-        msg: Some(Msg::Step(ForwardStep::default())),
-    }]);
-    let Err(status) = client.forward(bad).await else {
-        panic!("a stream starting with a step must be rejected");
-    };
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    server.abort();
+    tx.send(frame(Msg::Ping(12345))).await.unwrap();
+    let mut pongs = Vec::new();
+    for _ in 0..4 {
+        let f = answers.message().await.unwrap().unwrap();
+        match f.msgs[0].msg {
+            Some(Msg::Pong(v)) => pongs.push(v),
+            ref other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pongs, vec![3, 4, 5, 12345]);
 }

@@ -402,7 +402,7 @@ pub fn spawn(
     mut worker: Worker,
     inbox: Receiver<Msg>,
     deliver: impl Fn(Envelope) + Send + 'static,
-    report: impl Fn(&Worker, &BatchReport) + Send + 'static,
+    mut report: impl FnMut(&Worker, &BatchReport) + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     let me = worker.me();
     std::thread::Builder::new()

@@ -10,15 +10,10 @@ use std::time::{Duration, Instant};
 use agent::httpc;
 use serde_json::Value;
 
-/// The default model, or `None` (tests then skip with a message).
+/// The default model, fetched into the cache on first use (a test never passes without
+/// it: a failed fetch fails the test). `Option` keeps the tests' `let Some(..) else`.
 pub fn model() -> Option<PathBuf> {
-    let p = engine::fetch::default_model_path();
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: default model not found at {}", p.display());
-        None
-    }
+    Some(engine::fetch::ensure_default_model().expect("fetching the default model (make model)"))
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1.

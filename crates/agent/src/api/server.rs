@@ -10,16 +10,13 @@ use proto::{InferenceServiceServer, NodeServiceServer, PipelineServiceServer};
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 
-use crate::grpc::{InferenceSvc, NodeSvc};
-use crate::http::api_router;
-use crate::pipeline::server::PipelineSvc;
-use crate::state::AgentState;
-
-/// Largest gRPC message (a long prompt's hidden state).
-const MAX_MESSAGE: usize = 256 << 20;
+use crate::api::grpc::{InferenceSvc, NodeSvc};
+use crate::api::http::api_router;
+use crate::api::App;
+use crate::pipeline::link::{PipelineSvc, MAX_MESSAGE};
 
 /// The combined gRPC + HTTP router, and the gRPC health reporter.
-pub fn router(state: Arc<AgentState>) -> Result<(Router, HealthReporter)> {
+pub fn router(app: Arc<App>) -> Result<(Router, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -35,14 +32,16 @@ pub fn router(state: Arc<AgentState>) -> Result<(Router, HealthReporter)> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(NodeServiceServer::new(NodeSvc {
-            state: state.clone(),
+            state: app.state.clone(),
         }))
         .add_service(InferenceServiceServer::new(InferenceSvc {
-            state: state.clone(),
+            state: app.state.clone(),
+            serving: app.serving.clone(),
         }))
         .add_service(
             PipelineServiceServer::new(PipelineSvc {
-                state: state.clone(),
+                state: app.state.clone(),
+                router: app.router.clone(),
             })
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
@@ -50,8 +49,8 @@ pub fn router(state: Arc<AgentState>) -> Result<(Router, HealthReporter)> {
         .prepare()
         .into_axum_router();
     Ok((
-        grpc.merge(api_router(state))
-            .fallback(crate::http::not_found)
+        grpc.merge(api_router(app))
+            .fallback(crate::api::http::not_found)
             .layer(axum::middleware::from_fn(crate::security::guard)),
         reporter,
     ))

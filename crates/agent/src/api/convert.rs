@@ -1,56 +1,11 @@
 //! Conversions between engine, view and protocol types.
 
-use engine::SamplingParams;
 use proto::v1 as pb;
 
-use crate::resources::Resources;
-use crate::view::{Liveness, MemberView, PlanView};
+use crate::node::resources::Resources;
+use crate::node::view::{Liveness, MemberView, PlanView};
 
-/// Engine sampling parameters to the wire.
-pub fn sampling_to_proto(p: &SamplingParams) -> pb::SamplingParams {
-    pb::SamplingParams {
-        temperature: Some(p.temperature),
-        top_k: Some(p.top_k as u32),
-        top_p: Some(p.top_p),
-        repeat_penalty: Some(p.repeat_penalty),
-        repeat_last_n: Some(p.repeat_last_n as u32),
-        seed: p.seed,
-        max_tokens: Some(p.max_tokens as u32),
-        stop: p.stop.clone(),
-    }
-}
-
-/// Wire sampling parameters to the engine's; unset fields take engine defaults
-/// (`default_max_tokens` when `max_tokens` is unset).
-pub fn sampling_from_proto(
-    p: Option<&pb::SamplingParams>,
-    default_max_tokens: usize,
-) -> SamplingParams {
-    let d = SamplingParams::default();
-    let Some(p) = p else {
-        return SamplingParams {
-            max_tokens: default_max_tokens,
-            ..d
-        };
-    };
-    SamplingParams {
-        temperature: p.temperature.unwrap_or(d.temperature),
-        top_k: p.top_k.map(|v| v as usize).unwrap_or(d.top_k),
-        top_p: p.top_p.unwrap_or(d.top_p),
-        repeat_penalty: p.repeat_penalty.unwrap_or(d.repeat_penalty),
-        repeat_last_n: p
-            .repeat_last_n
-            .map(|v| v as usize)
-            .unwrap_or(d.repeat_last_n),
-        seed: p.seed,
-        max_tokens: p
-            .max_tokens
-            .map(|v| v as usize)
-            .unwrap_or(default_max_tokens),
-        stop: p.stop.clone(),
-        ..d
-    }
-}
+pub use crate::pipeline::wire::{sampling_from_proto, sampling_to_proto};
 
 /// Resources to the wire.
 pub fn resources_to_proto(r: &Resources) -> pb::Resources {
@@ -66,7 +21,7 @@ pub fn resources_to_proto(r: &Resources) -> pb::Resources {
 }
 
 /// One GPU to the wire.
-pub fn gpu_to_proto(g: &crate::resources::GpuInfo) -> pb::GpuInfo {
+pub fn gpu_to_proto(g: &crate::node::resources::GpuInfo) -> pb::GpuInfo {
     pb::GpuInfo {
         index: g.index,
         name: g.name.clone(),
@@ -148,6 +103,7 @@ pub fn plan_to_proto(p: &PlanView) -> pb::Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use engine::SamplingParams;
 
     #[test]
     fn sampling_round_trips() {

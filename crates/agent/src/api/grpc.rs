@@ -11,11 +11,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{member_to_proto, plan_to_proto, range_to_proto, resources_to_proto};
+use crate::api::convert::{member_to_proto, plan_to_proto, range_to_proto, resources_to_proto};
 use crate::metrics::RequestStatus;
-use crate::openai::{validate_messages, Message, MAX_TOKENS_LIMIT};
-use crate::pipeline::{self, GenError, GenEvent, GenRequest};
-use crate::state::AgentState;
+use crate::api::openai::{validate_messages, Message, MAX_TOKENS_LIMIT};
+use crate::serving::{GenError, GenEvent, GenRequest, Serving};
+use crate::node::state::AgentState;
 
 /// Map a generation error to a gRPC status.
 pub fn status_of(e: &GenError) -> Status {
@@ -27,7 +27,7 @@ pub fn status_of(e: &GenError) -> Status {
             let mut s = Status::resource_exhausted(m.clone());
             s.metadata_mut().insert(
                 "retry-after",
-                tonic::metadata::MetadataValue::from_static(crate::http::RETRY_AFTER_SECS),
+                tonic::metadata::MetadataValue::from_static(crate::api::http::RETRY_AFTER_SECS),
             );
             s
         }
@@ -120,7 +120,7 @@ pub fn snapshot(state: &AgentState) -> pb::MetricsSnapshot {
         cpu_usage_percent: r.cpu_usage_percent as f32,
         memory_used_bytes: r.memory_used,
         memory_total_bytes: r.memory_total,
-        gpus: r.gpus.iter().map(crate::convert::gpu_to_proto).collect(),
+        gpus: r.gpus.iter().map(crate::api::convert::gpu_to_proto).collect(),
         requests_in_flight: m.active_requests.get().max(0) as u32,
         requests_ok_total: m.requests_with(RequestStatus::Ok),
         requests_error_total: m.requests_with(RequestStatus::Error),
@@ -226,6 +226,7 @@ impl NodeService for NodeSvc {
 /// InferenceService of one agent.
 pub struct InferenceSvc {
     pub state: Arc<AgentState>,
+    pub serving: Arc<Serving>,
 }
 
 type GenStream = Pin<Box<dyn Stream<Item = Result<pb::GenerateResponse, Status>> + Send>>;
@@ -245,7 +246,7 @@ impl InferenceService for InferenceSvc {
             status_of(&e)
         };
         if let Some(m) = req.model.as_deref() {
-            if !m.is_empty() && !crate::openai::model_matches(m, &state.model.id) {
+            if !m.is_empty() && !crate::api::openai::model_matches(m, &state.model.id) {
                 return Err(reject(GenError::BadRequest(format!(
                     "unknown model '{m}'; this cluster serves '{}'",
                     state.model.id
@@ -275,7 +276,7 @@ impl InferenceService for InferenceSvc {
                 )))
             }
         };
-        let params = crate::convert::sampling_from_proto(req.sampling.as_ref(), 256);
+        let params = crate::api::convert::sampling_from_proto(req.sampling.as_ref(), 256);
         if params.max_tokens > MAX_TOKENS_LIMIT as usize {
             return Err(reject(GenError::BadRequest(format!(
                 "max_tokens must be at most {MAX_TOKENS_LIMIT}, got {}",
@@ -291,12 +292,12 @@ impl InferenceService for InferenceSvc {
             prompt_tokens,
             params,
         };
-        let mut events = pipeline::start(state.clone(), gen).map_err(reject)?;
+        let mut events = self.serving.start(gen).map_err(reject)?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 let msg = match ev {
-                    GenEvent::Token { id, text } => Ok(pb::GenerateResponse {
+                    GenEvent::Token { id, text, .. } => Ok(pb::GenerateResponse {
                         event: Some(pb::generate_response::Event::Token(pb::TokenEvent {
                             token_id: id,
                             text,

@@ -16,13 +16,13 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::grpc::chat_tokens;
+use crate::api::grpc::chat_tokens;
 use crate::metrics::RequestStatus;
-use crate::openai::*;
-use crate::pipeline::{self, GenError, GenEvent, GenRequest};
-use crate::state::AgentState;
+use crate::api::openai::*;
+use crate::api::App;
+use crate::serving::{GenError, GenEvent, GenRequest};
 
-type AppState = Arc<AgentState>;
+type AppState = Arc<App>;
 
 /// Seconds a client told 429 should wait before retrying.
 pub const RETRY_AFTER_SECS: &str = "1";
@@ -138,8 +138,8 @@ async fn health(State(s): State<AppState>) -> Response {
         "message": msg,
         "node_id": s.node_id,
         // People read this: the same spellings as the logs and the TUI.
-        "layers": s.local_range().map(|r| crate::view::fmt_layers(&r)),
-        "plan": s.view().plan.map(|p| crate::view::fmt_plan(p.version)),
+        "layers": s.local_range().map(|r| crate::node::view::fmt_layers(&r)),
+        "plan": s.view().plan.map(|p| crate::node::view::fmt_plan(p.version)),
         "uptime_seconds": s.started.elapsed().as_secs(),
     });
     let code = if ok {
@@ -223,7 +223,7 @@ async fn chat_completions(
         prompt_tokens,
         params,
     };
-    let events = pipeline::start(s.clone(), gen).map_err(|e| reject(e.into()))?;
+    let events = s.serving.start(gen).map_err(|e| reject(e.into()))?;
     let model = s.model.id.clone();
     if req.stream {
         Ok(stream_response(id, model, events))
@@ -282,11 +282,7 @@ fn stream_response(
                     &model,
                     Delta::default(),
                     Some(f.finish_reason),
-                    Some(Usage {
-                        prompt_tokens: f.prompt_tokens,
-                        completion_tokens: f.completion_tokens,
-                        total_tokens: f.prompt_tokens + f.completion_tokens,
-                    }),
+                    Some(Usage::of(&f)),
                 ),
                 Event::default().data("[DONE]"),
             ]),
@@ -333,11 +329,7 @@ async fn collect_response(
                         },
                         finish_reason: f.finish_reason.into(),
                     }],
-                    usage: Usage {
-                        prompt_tokens: f.prompt_tokens,
-                        completion_tokens: f.completion_tokens,
-                        total_tokens: f.prompt_tokens + f.completion_tokens,
-                    },
+                    usage: Usage::of(&f),
                 };
                 return Ok(Json(body).into_response());
             }

@@ -210,6 +210,26 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// Prompt tokens the stages took from their prefix caches.
+#[derive(Debug, Serialize, Default)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: u32,
+}
+
+impl Usage {
+    pub fn of(f: &crate::serving::Finished) -> Usage {
+        Usage {
+            prompt_tokens: f.prompt_tokens,
+            completion_tokens: f.completion_tokens,
+            total_tokens: f.prompt_tokens + f.completion_tokens,
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: f.cached_tokens,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -5,9 +5,9 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::membership::{plan, LocalAdvert, Membership};
-use crate::state::AgentState;
-use crate::view::{fmt_layers, ClusterView, Liveness};
+use crate::node::membership::{plan, LocalAdvert, Membership};
+use crate::node::state::AgentState;
+use crate::node::view::{fmt_layers, ClusterView, Liveness};
 
 /// Quantise bytes to 64 MiB so small fluctuations do not change the plan.
 fn quantise(bytes: u64) -> u64 {
@@ -91,7 +91,7 @@ pub async fn placement_loop(
         let plan_version = view.plan.as_ref().map(|p| p.version).unwrap_or(0);
         if plan_version != last_plan {
             tracing::info!(
-                plan = %crate::view::fmt_plan(plan_version),
+                plan = %crate::node::view::fmt_plan(plan_version),
                 layers = %describe(&view),
                 "placement plan changed"
             );
@@ -116,7 +116,7 @@ pub async fn placement_loop(
                 state: "dead".into(),
             })
             .set(view.count(Liveness::Dead) as i64);
-        *state.view.write().unwrap_or_else(|p| p.into_inner()) = view;
+        state.set_view(view);
 
         // Finish a load in progress.
         if let Some((range, handle)) = loading.take() {
@@ -124,8 +124,7 @@ pub async fn placement_loop(
                 match handle.await {
                     Ok(Ok(stage)) => {
                         tracing::info!("loaded layers {}", fmt_layers(&range));
-                        *state.stage.write().unwrap_or_else(|p| p.into_inner()) =
-                            Some(Arc::new(stage));
+                        state.set_stage(Some(Arc::new(stage)));
                     }
                     Ok(Err(e)) => {
                         tracing::error!("loading layers {} failed: {e}", fmt_layers(&range))
@@ -157,7 +156,7 @@ pub async fn placement_loop(
             }
             None if held.is_some() && view_has_complete_plan(&state) => {
                 tracing::info!("plan gives this agent no layers; releasing them");
-                *state.stage.write().unwrap_or_else(|p| p.into_inner()) = None;
+                state.set_stage(None);
             }
             _ => {}
         }

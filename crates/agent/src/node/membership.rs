@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use anyhow::{anyhow, Context, Result};
 
-use crate::view::{Liveness, MemberView, PlanView, Slice};
+use crate::node::view::{Liveness, MemberView, PlanView, Slice};
 
 /// What this agent advertises.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,14 +4,16 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
 use std::time::Instant;
 
 use engine::{ChatTemplate, ModelInfo, Stage, Tokenizer};
 use tonic::transport::Channel;
 
 use crate::metrics::Metrics;
-use crate::resources::{ResourceMonitor, Resources};
-use crate::view::{ClusterView, RouteHop};
+use crate::node::resources::{ResourceMonitor, Resources};
+use crate::node::view::{ClusterView, RouteHop};
 
 /// The served model: metadata, tokenizer and chat template (no weights).
 pub struct ModelHandle {
@@ -21,7 +23,7 @@ pub struct ModelHandle {
     pub info: ModelInfo,
     pub tokenizer: Tokenizer,
     pub template: ChatTemplate,
-    /// Tokens that end generation (EOS and ChatML end markers).
+    /// Tokens that end generation (the tokenizer's end-of-generation set).
     pub stop_tokens: Vec<u32>,
 }
 
@@ -31,16 +33,7 @@ impl ModelHandle {
         let info = ModelInfo::read(&path)?;
         let tokenizer = Tokenizer::from_gguf(&path)?;
         let template = ChatTemplate::from_gguf(&path)?;
-        let mut stop_tokens = vec![info.eos_token_id, tokenizer.eos()];
-        for s in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
-            if let Ok(ids) = tokenizer.encode(s) {
-                if ids.len() == 1 && tokenizer.is_special(ids[0]) {
-                    stop_tokens.push(ids[0]);
-                }
-            }
-        }
-        stop_tokens.sort_unstable();
-        stop_tokens.dedup();
+        let stop_tokens = tokenizer.eog_ids().to_vec();
         let id = model_id(&path);
         Ok(Self {
             path,
@@ -78,16 +71,13 @@ pub struct AgentState {
     pub metrics: Arc<Metrics>,
     pub monitor: ResourceMonitor,
     pub resources: RwLock<Resources>,
-    /// The stage this agent serves now (`None` while it holds nothing).
-    pub stage: RwLock<Option<Arc<Stage>>>,
-    /// Members and plan, refreshed by the membership loop.
-    pub view: RwLock<ClusterView>,
+    /// The stage this agent serves now (`None` while it holds nothing); watchers hear
+    /// of every change.
+    stage: watch::Sender<Option<Arc<Stage>>>,
+    /// Members and plan, refreshed by the placement loop; watchers hear of every change.
+    view: watch::Sender<ClusterView>,
     channels: Mutex<HashMap<String, Channel>>,
     pub last_ttft_ms: Mutex<f64>,
-    /// Bounded admission (running + waiting requests).
-    pub admission: crate::admission::Admission,
-    /// How long a request waits for a covering plan after a stage failed.
-    pub recovery_timeout: std::time::Duration,
 }
 
 impl AgentState {
@@ -109,18 +99,26 @@ impl AgentState {
             metrics,
             monitor,
             resources,
-            stage: RwLock::new(None),
-            view: RwLock::new(ClusterView::default()),
+            stage: watch::Sender::new(None),
+            view: watch::Sender::new(ClusterView::default()),
             channels: Mutex::new(HashMap::new()),
             last_ttft_ms: Mutex::new(0.0),
-            admission: crate::admission::Admission::new(32, 32),
-            recovery_timeout: crate::pipeline::RECOVERY_TIMEOUT,
         }
     }
 
     /// The stage held now.
     pub fn stage(&self) -> Option<Arc<Stage>> {
-        self.stage.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.stage.borrow().clone()
+    }
+
+    /// Replaces the stage held (the pipeline restarts its worker on it).
+    pub fn set_stage(&self, stage: Option<Arc<Stage>>) {
+        self.stage.send_replace(stage);
+    }
+
+    /// Hears of every change of the stage held.
+    pub fn watch_stage(&self) -> watch::Receiver<Option<Arc<Stage>>> {
+        self.stage.subscribe()
     }
 
     /// The layer range held now.
@@ -130,7 +128,21 @@ impl AgentState {
 
     /// A snapshot of the cluster view.
     pub fn view(&self) -> ClusterView {
-        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.view.borrow().clone()
+    }
+
+    /// Publishes a new cluster view (watchers are woken only when it changed).
+    pub fn set_view(&self, view: ClusterView) {
+        self.view.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+
+    /// Hears of every change of the cluster view (members' states, the plan).
+    pub fn watch_view(&self) -> watch::Receiver<ClusterView> {
+        self.view.subscribe()
     }
 
     /// Latest resource sample.
@@ -143,7 +155,7 @@ impl AgentState {
 
     /// The pipeline route for a new request.
     pub fn route(&self) -> Result<(u64, Vec<RouteHop>), String> {
-        crate::view::route(&self.view(), &self.node_id, self.local_range())
+        crate::node::view::route(&self.view(), &self.node_id, self.local_range())
     }
 
     /// Healthy: the plan covers the model and this agent holds its planned range.
@@ -158,7 +170,7 @@ impl AgentState {
                 false,
                 format!(
                     "plan {} does not cover the model",
-                    crate::view::fmt_plan(plan.version)
+                    crate::node::view::fmt_plan(plan.version)
                 ),
             );
         }
@@ -166,7 +178,7 @@ impl AgentState {
         match plan.slice_of(&self.node_id) {
             Some(s) if held.as_ref() != Some(&s.range) => (
                 false,
-                format!("loading layers {}", crate::view::fmt_layers(&s.range)),
+                format!("loading layers {}", crate::node::view::fmt_layers(&s.range)),
             ),
             None if held.is_none() => (
                 true,

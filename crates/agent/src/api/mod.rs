@@ -1,0 +1,31 @@
+//! The client-facing doors: the OpenAI-compatible HTTP API, gRPC (`NodeService`,
+//! `InferenceService`, with reflection and health), one router for both on the API port,
+//! and TLS.
+
+pub mod convert;
+pub mod grpc;
+pub mod http;
+pub mod openai;
+pub mod server;
+pub mod tls;
+
+use std::sync::Arc;
+
+use crate::node::state::AgentState;
+use crate::pipeline::router::Router;
+use crate::serving::Serving;
+
+/// What the API handlers share: the node's state, the serving layer and the pipeline
+/// router (for `PipelineService`).
+pub struct App {
+    pub state: Arc<AgentState>,
+    pub serving: Arc<Serving>,
+    pub router: Arc<Router>,
+}
+
+impl std::ops::Deref for App {
+    type Target = AgentState;
+    fn deref(&self) -> &AgentState {
+        &self.state
+    }
+}
