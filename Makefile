@@ -25,7 +25,7 @@ help: ## Show this help
 
 ## ---- build and test ----
 build: ## Build all binaries (release; BIN_DIR=target/debug for debug)
-	@printf '\033[1;34m[build]\033[0m \033[1mcargo build $(CARGO_PROFILE) --bins\033[0m (about 12 min the first time on 2 cores, seconds when up to date)\n'
+	@printf '\033[1;34m[build]\033[0m \033[1mcargo build $(CARGO_PROFILE) --bins\033[0m (about 20 min the first time on 2 cores, seconds when up to date)\n'
 	cargo build $(CARGO_PROFILE) --bins
 
 test: ## Run the project's test suite (scripts/test.sh)
