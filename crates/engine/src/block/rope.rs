@@ -85,9 +85,13 @@ impl RopeSpec {
     fn corr_dims(&self, y: &Yarn) -> [f32; 2] {
         let n = self.n_rot as f32;
         let dim = |rot: f32| {
-            n * (y.orig_ctx as f32 / (rot * 2.0 * std::f32::consts::PI)).ln() / (2.0 * self.base.ln())
+            n * (y.orig_ctx as f32 / (rot * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * self.base.ln())
         };
-        [dim(y.beta_fast).floor().max(0.0), dim(y.beta_slow).ceil().min(n - 1.0)]
+        [
+            dim(y.beta_fast).floor().max(0.0),
+            dim(y.beta_slow).ceil().min(n - 1.0),
+        ]
     }
 
     /// Rotates every head of `x` (`[n_heads * head_dim]`, one position) with one row of
