@@ -113,16 +113,20 @@ proptest! {
         n_tokens in prop_oneof![0usize..8, any::<usize>()],
         dim in prop_oneof![0usize..600, any::<usize>()],
     ) {
+        let finite = bytes
+            .chunks_exact(4)
+            .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
         let ok = n_tokens > 0
             && dim > 0
-            && n_tokens.checked_mul(dim).and_then(|v| v.checked_mul(2)) == Some(bytes.len());
-        match HiddenState::from_f16_bytes(&bytes, n_tokens, dim) {
+            && n_tokens.checked_mul(dim).and_then(|v| v.checked_mul(4)) == Some(bytes.len())
+            && finite;
+        match HiddenState::from_bytes(&bytes, n_tokens, dim) {
             Ok(h) => {
                 prop_assert!(ok);
                 prop_assert_eq!(h.n_tokens, n_tokens);
                 prop_assert_eq!(h.dim, dim);
-                let back = h.to_f16_bytes();
-                prop_assert_eq!(back.len(), bytes.len());
+                let back = h.to_bytes();
+                prop_assert_eq!(back, bytes);
             }
             Err(e) => {
                 prop_assert!(!ok, "valid shape refused: {e}");
@@ -142,11 +146,8 @@ proptest! {
                 ((x % 2001) as f32 - 1000.0) / 64.0
             })
             .collect();
-        let bytes: Vec<u8> = vals
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-            .collect();
-        let h = HiddenState::from_f16_bytes(&bytes, n_tokens, dim).unwrap();
-        prop_assert_eq!(h.to_f16_bytes(), bytes);
+        let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let h = HiddenState::from_bytes(&bytes, n_tokens, dim).unwrap();
+        prop_assert_eq!(h.to_bytes(), bytes);
     }
 }

@@ -115,7 +115,7 @@ impl StopFilter {
 }
 
 /// A whole model in one process, optionally split into several stages whose hidden
-/// states pass through the f16 wire format, exactly as between agents.
+/// states pass through the wire format, exactly as between agents.
 pub struct Generator {
     pub stages: Vec<Stage>,
     pub tokenizer: Tokenizer,
@@ -151,8 +151,8 @@ impl Generator {
             match stage.forward(input, cache)? {
                 StageOutput::Logits(l) => return Ok(l),
                 StageOutput::Hidden(h) => {
-                    let wire = h.to_f16_bytes();
-                    input = StageInput::Hidden(crate::hidden::HiddenState::from_f16_bytes(
+                    let wire = h.to_bytes();
+                    input = StageInput::Hidden(crate::hidden::HiddenState::from_bytes(
                         &wire, h.n_tokens, h.dim,
                     )?);
                 }

@@ -84,7 +84,7 @@ pub fn encode(msg: &Msg) -> pb::LinkMsg {
             position: s.pos as u32,
             tokens: s.tokens.clone(),
             dim: s.hidden.as_ref().map_or(0, |h| h.dim as u32),
-            hidden: s.hidden.as_ref().map(|h| h.to_f16_bytes()).unwrap_or_default(),
+            hidden: s.hidden.as_ref().map(|h| h.to_bytes()).unwrap_or_default(),
             sample: s.sample,
         }),
         Msg::Close(seq) => link_msg::Msg::Close(*seq),
@@ -158,7 +158,7 @@ pub fn decode(m: link_msg::Msg) -> Result<Option<Msg>, String> {
                 None
             } else {
                 Some(
-                    HiddenState::from_f16_bytes(&s.hidden, s.tokens.len(), s.dim as usize)
+                    HiddenState::from_bytes(&s.hidden, s.tokens.len(), s.dim as usize)
                         .map_err(|e| format!("sequence {}: {e}", s.seq))?,
                 )
             };
@@ -240,7 +240,7 @@ mod tests {
             let back = decode(encode(&m).msg.unwrap()).unwrap().unwrap();
             assert_eq!(format!("{back:?}"), format!("{m:?}"));
         }
-        let bad = pb::SeqStep { seq: 1, tokens: vec![1], dim: 3, hidden: vec![0; 4], ..Default::default() };
+        let bad = pb::SeqStep { seq: 1, tokens: vec![1], dim: 3, hidden: vec![0; 8], ..Default::default() };
         assert!(decode(link_msg::Msg::Step(bad)).unwrap_err().contains("sequence 1"));
     }
 }

@@ -51,23 +51,6 @@ pub struct Stage {
     load_time: Duration,
 }
 
-/// Rounds the residual stream to f16 precision after every layer. Hidden states cross
-/// the network as f16; rounding at every layer boundary, in every stage, makes that
-/// transport lossless, so any split of the model into stages (and any re-split after a
-/// failure) computes exactly what the unsplit model computes.
-fn round_to_f16(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v = half::f16::from_f32(*v).to_f32();
-    }
-}
-
-/// Adds `b` to every row of `x` (rows of `b.len()` values).
-fn add_rows(x: &mut [f32], b: &[f32]) {
-    for row in x.chunks_exact_mut(b.len()) {
-        row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
-    }
-}
-
 /// Where one sequence's rows lie in the batch.
 struct Part {
     offset: usize,
@@ -231,7 +214,6 @@ impl Stage {
             .collect();
         for (i, layer) in self.layers.iter().enumerate() {
             self.layer_forward(i, layer, &mut x, &parts, seqs, &tables);
-            round_to_f16(&mut x);
         }
         match (&self.output_norm, &self.output) {
             (Some(norm), Some(head)) => {
