@@ -51,6 +51,13 @@ pub struct Stage {
     load_time: Duration,
 }
 
+/// Adds `b` to every row of `x` (rows of `b.len()` values).
+fn add_rows(x: &mut [f32], b: &[f32]) {
+    for row in x.chunks_exact_mut(b.len()) {
+        row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
+    }
+}
+
 /// Where one sequence's rows lie in the batch.
 struct Part {
     offset: usize,
