@@ -1,13 +1,15 @@
-//! Micro-benchmark of the weight kernels, format against format in the same harness.
+//! Micro-benchmark of the weight kernels through the engine's matmul driver
+//! (`matmul::run`), format against format and against llama.cpp in the same harness.
 //!
-//! - decode: GB/s of weights streamed by `tile::<4, 1>` over a matrix much bigger than L3
-//!   (one thread calling the kernel directly), the same over ~4 MiB (L3-resident: the
-//!   kernel's own speed), and `matmul::run` with all threads;
-//! - prompt: GMAC/s of `tile::<2, 4>` on two cache-resident rows (one thread), and of
-//!   `matmul::run` on 64 tokens x 4096x4096 (all threads);
-//! - the machine's read bandwidth (a plain streaming sum) as a reference;
+//! For each format and path — `plain` (the format's own kernels) and `packed` (the 8-row
+//! interleaved copy the engine makes at load, built here outside the timings) — it
+//! measures:
+//! - decode: GB/s of weights streamed by one product of a matrix much bigger than L3 with
+//!   1, 2, 3, 4, 8 tokens (`--tokens`), on 1 thread and on `--threads` threads;
+//! - L3: the same with 1 token over ~4 MiB of weights on 1 thread (the kernel's own speed);
+//! - prompt: GMAC/s of 4096x4096 x 64 tokens on 1 thread and on `--threads`;
 //! - with `--llama BIN`, llama.cpp's `ggml_mul_mat` on the same shapes (formats it repacks
-//!   on this CPU in its REPACK buffer, as llama.cpp loads them), run in the same rounds.
+//!   on this CPU in its REPACK buffer, as llama.cpp loads them), in the same rounds.
 //!   BIN is `llama_matmul_bench.c` next to this file, built against the anchor build of
 //!   `scripts/llama-cpp.sh`:
 //!   `R=~/.cache/distributed-llm/llama.cpp/0.3.36; gcc -O2 -o /tmp/llama_matmul_bench
@@ -15,19 +17,20 @@
 //!   -I$R/src/llama_cpp_python-0.3.36/vendor/llama.cpp/ggml/include -L$R/build/bin
 //!   -lggml -lggml-base -lggml-cpu -Wl,-rpath,$R/build/bin`
 //!
-//! Weights are random blocks with sane f16 scales; activations are quantized once, outside
-//! the timings. Formats alternate within each round and the best round is reported, since
-//! the machine is shared. Run:
+//! With `--cpu-time` the 1-thread figures of our kernels are in the thread's CPU time (what
+//! a shared machine's time slices do not disturb; llama.cpp's stay wall-clock).
+//! The integer kernels use AVX512-VNNI where the CPU has it; `DLLM_NO_VNNI=1` measures
+//! their AVX2 path instead (same results). Weights are random blocks with sane f16 scales;
+//! activations are quantized once, outside the timings. Formats and engines alternate
+//! within each round and the best round is reported, since the machine is shared. Run:
 //!
 //! ```text
 //! cargo run --release -p engine --example kernel_bench -- [--rounds 5] [--rows 16384]
-//!     [--cols 8192] [--formats Q4_K,Q5_K,...] [--threads 2] [--llama /tmp/llama_matmul_bench]
+//!     [--cols 8192] [--formats Q4_K,Q5_K,...] [--threads 2] [--tokens 1,2,3,4,8]
+//!     [--paths plain,packed] [--cpu-time] [--llama /tmp/llama_matmul_bench]
 //! ```
 
-use engine::quant::{
-    matmul, Act, Format, Input, Kernel, IQ4_NL, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K,
-    Q6_K, Q8_0,
-};
+use engine::quant::{matmul, packed, simd, Format, Input};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -45,6 +48,8 @@ fn f16_fields(f: Format) -> &'static [usize] {
 
 fn parse_format(s: &str) -> Format {
     match s {
+        "F16" => Format::F16,
+        "BF16" => Format::BF16,
         "Q4_0" => Format::Q4_0,
         "Q4_1" => Format::Q4_1,
         "Q5_0" => Format::Q5_0,
@@ -60,6 +65,26 @@ fn parse_format(s: &str) -> Format {
     }
 }
 
+/// ggml's name of a format.
+fn ggml_name(f: Format) -> &'static str {
+    match f {
+        Format::F16 => "f16",
+        Format::BF16 => "bf16",
+        Format::Q4_0 => "q4_0",
+        Format::Q4_1 => "q4_1",
+        Format::Q5_0 => "q5_0",
+        Format::Q5_1 => "q5_1",
+        Format::Q8_0 => "q8_0",
+        Format::Q2_K => "q2_K",
+        Format::Q3_K => "q3_K",
+        Format::Q4_K => "q4_K",
+        Format::Q5_K => "q5_K",
+        Format::Q6_K => "q6_K",
+        Format::IQ4_NL => "iq4_nl",
+        _ => unreachable!(),
+    }
+}
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -68,17 +93,37 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
+    /// Uniform in [-1, 1).
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
 }
 
-/// Random blocks of format `f` for `values` weights, 8-byte aligned.
+/// Random weights of format `f` for `values` weights, 8-byte aligned.
 fn weights(f: Format, values: usize, rng: &mut Rng) -> Vec<u64> {
     let bytes = values / f.block_values() * f.block_bytes();
     let mut w: Vec<u64> = (0..bytes.div_ceil(8)).map(|_| rng.next()).collect();
     let b = as_bytes_mut(&mut w);
-    let half = half::f16::from_f32(0.01).to_le_bytes();
-    for blk in b[..bytes].chunks_exact_mut(f.block_bytes()) {
-        for &o in f16_fields(f) {
-            blk[o..o + 2].copy_from_slice(&half);
+    match f {
+        // Sane 16-bit floats (random bits would be NaNs and denormals).
+        Format::F16 | Format::BF16 => {
+            for v in b[..bytes].chunks_exact_mut(2) {
+                let x = rng.f32() * 0.1;
+                let h = if f == Format::F16 {
+                    half::f16::from_f32(x).to_bits()
+                } else {
+                    half::bf16::from_f32(x).to_bits()
+                };
+                v.copy_from_slice(&h.to_le_bytes());
+            }
+        }
+        _ => {
+            let half = half::f16::from_f32(0.01).to_le_bytes();
+            for blk in b[..bytes].chunks_exact_mut(f.block_bytes()) {
+                for &o in f16_fields(f) {
+                    blk[o..o + 2].copy_from_slice(&half);
+                }
+            }
         }
     }
     w
@@ -94,62 +139,59 @@ fn as_bytes(w: &[u64]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, w.len() * 8) }
 }
 
-fn blocks<K: Kernel>(data: &[u8], n: usize) -> &[K::W] {
-    assert!(data.len() >= n * std::mem::size_of::<K::W>());
-    assert_eq!(data.as_ptr() as usize % std::mem::align_of::<K::W>(), 0);
-    // SAFETY: the blocks are plain old data; length and alignment checked.
-    unsafe { std::slice::from_raw_parts(data.as_ptr() as *const K::W, n) }
+/// A matrix as the engine holds it: its blocks and, for the packed path, the packed copy.
+#[derive(Clone, Copy)]
+struct Matrix<'a> {
+    format: Format,
+    data: &'a [u8],
+    rows: usize,
+    cols: usize,
+    packed: Option<&'a [u8]>,
 }
 
-/// Seconds for one pass of `tile::<4, 1>` over all rows (one thread).
-fn decode_pass<K: Kernel>(data: &[u8], rows: usize, cols: usize, a: &[K::A]) -> f64 {
-    let bpr = cols / K::QK;
-    let w = blocks::<K>(data, rows * bpr);
-    let row = |r: usize| &w[r * bpr..(r + 1) * bpr];
-    let t = Instant::now();
-    let mut s = 0f32;
-    for r in (0..rows).step_by(4) {
-        let o = K::tile::<4, 1>([row(r), row(r + 1), row(r + 2), row(r + 3)], [a]);
-        s += o[0][0] + o[3][0];
+/// The calling thread's CPU time in seconds (Linux), which time slices given to other
+/// processes do not count in.
+fn thread_cpu() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
     }
-    black_box(s);
-    t.elapsed().as_secs_f64()
-}
-
-/// Seconds for `reps` calls of `tile::<2, 4>` on 2 cache-resident rows of `cols`.
-fn tile24<K: Kernel>(data: &[u8], cols: usize, a: &[K::A], reps: usize) -> f64 {
-    let bpr = cols / K::QK;
-    let w = blocks::<K>(data, 2 * bpr);
-    let act = |t: usize| &a[t * bpr..(t + 1) * bpr];
-    let t = Instant::now();
-    let mut s = 0f32;
-    for _ in 0..reps {
-        let o = K::tile::<2, 4>(
-            [black_box(&w[..bpr]), &w[bpr..2 * bpr]],
-            [act(0), act(1), act(2), act(3)],
-        );
-        s += o[0][0] + o[1][3];
+    extern "C" {
+        fn clock_gettime(clock: i32, t: *mut Timespec) -> i32;
     }
-    black_box(s);
-    t.elapsed().as_secs_f64()
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut t = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec.
+    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime");
+    t.sec as f64 + t.nsec as f64 * 1e-9
 }
 
-/// Seconds for one `matmul::run` of `n` tokens.
-fn driver(f: Format, data: &[u8], rows: usize, cols: usize, input: &Input, out: &mut [f32]) -> f64 {
-    let bytes = rows * cols / f.block_values() * f.block_bytes();
+/// Seconds for one `matmul::run` of `input` with `m`: wall-clock, or with `cpu` the
+/// calling thread's CPU time (only meaningful on a 1-thread pool, where all the work runs
+/// on the calling thread).
+fn driver(m: &Matrix, input: &Input, out: &mut [f32], cpu: bool) -> f64 {
+    let bytes = m.rows * m.cols / m.format.block_values() * m.format.block_bytes();
+    let c = if cpu { thread_cpu() } else { 0.0 };
     let t = Instant::now();
     matmul::run(
         input,
         &mut [matmul::Job {
-            format: f,
-            data: &data[..bytes],
-            rows,
-            cols,
-            packed: None,
-            out,
+            format: m.format,
+            data: &m.data[..bytes],
+            rows: m.rows,
+            cols: m.cols,
+            packed: m.packed,
+            out: &mut out[..input.n * m.rows],
         }],
     );
-    t.elapsed().as_secs_f64()
+    black_box(&out[0]);
+    if cpu {
+        thread_cpu() - c
+    } else {
+        t.elapsed().as_secs_f64()
+    }
 }
 
 /// Seconds to read `buf` once with `threads` threads.
@@ -169,100 +211,18 @@ fn stream(buf: &[u64], threads: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-#[derive(Default, Clone, Copy)]
+/// Best seconds of one engine (a path of ours, or llama.cpp) on one format.
+#[derive(Default, Clone)]
 struct Best {
-    decode1: f64,
-    decode_l3: f64,
-    decode_mt: f64,
-    tile: f64,
-    prompt_mt: f64,
-    llama_decode1: f64,
-    llama_decode_mt: f64,
-    llama_prompt_mt: f64,
+    /// `[thread setting][token count]`.
+    decode: [Vec<f64>; 2],
+    l3: f64,
+    prompt: [f64; 2],
 }
 
 fn min(a: &mut f64, b: f64) {
     if *a == 0.0 || b < *a {
         *a = b;
-    }
-}
-
-/// What every format's round shares: the matrix shape and the inputs.
-struct Ctx<'a> {
-    rows: usize,
-    cols: usize,
-    threads: usize,
-    /// The rows of the L3-resident decode case (`cols` wide).
-    l3_rows: usize,
-    x1: Input<'a>,
-    x4: Input<'a>,
-    x64: Input<'a>,
-    llama: Option<String>,
-}
-
-/// One round of every measurement for format `K` (`f`), weights `big`.
-fn round<K: Kernel>(c: &Ctx, f: Format, big: &[u8], best: &mut Best, out: &mut [f32]) {
-    let a1 = <K::A as Act>::of(&c.x1);
-    let a4 = <K::A as Act>::of(&c.x4);
-    for _ in 0..3 {
-        min(&mut best.decode1, decode_pass::<K>(big, c.rows, c.cols, a1));
-    }
-    for _ in 0..10 {
-        min(
-            &mut best.decode_l3,
-            decode_pass::<K>(big, c.l3_rows, c.cols, a1),
-        );
-    }
-    for _ in 0..3 {
-        min(
-            &mut best.decode_mt,
-            driver(f, big, c.rows, c.cols, &c.x1, &mut out[..c.rows]),
-        );
-    }
-    min(&mut best.tile, tile24::<K>(big, 4096, a4, 2000));
-    for _ in 0..2 {
-        min(
-            &mut best.prompt_mt,
-            driver(f, big, 4096, 4096, &c.x64, &mut out[..64 * 4096]),
-        );
-    }
-    if let Some(bin) = &c.llama {
-        let name = ggml_name(f);
-        let (r, cl, t) = (
-            c.rows.to_string(),
-            c.cols.to_string(),
-            c.threads.to_string(),
-        );
-        min(
-            &mut best.llama_decode1,
-            llama(bin, &[name, &r, &cl, "1", "1", "5"]),
-        );
-        min(
-            &mut best.llama_decode_mt,
-            llama(bin, &[name, &r, &cl, "1", &t, "5"]),
-        );
-        min(
-            &mut best.llama_prompt_mt,
-            llama(bin, &[name, "4096", "4096", "64", &t, "3"]),
-        );
-    }
-}
-
-/// ggml's name of a format.
-fn ggml_name(f: Format) -> &'static str {
-    match f {
-        Format::Q4_0 => "q4_0",
-        Format::Q4_1 => "q4_1",
-        Format::Q5_0 => "q5_0",
-        Format::Q5_1 => "q5_1",
-        Format::Q8_0 => "q8_0",
-        Format::Q2_K => "q2_K",
-        Format::Q3_K => "q3_K",
-        Format::Q4_K => "q4_K",
-        Format::Q5_K => "q5_K",
-        Format::Q6_K => "q6_K",
-        Format::IQ4_NL => "iq4_nl",
-        _ => unreachable!(),
     }
 }
 
@@ -290,6 +250,9 @@ fn main() {
     let mut cols = 8192;
     let mut threads = 2;
     let mut llama_bin = None;
+    let mut tokens = vec![1usize, 2, 3, 4, 8];
+    let mut cpu = false;
+    let mut paths = vec!["plain".to_string(), "packed".to_string()];
     let mut formats: Vec<Format> = ["Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q8_0"]
         .iter()
         .map(|s| parse_format(s))
@@ -304,116 +267,233 @@ fn main() {
             "--cols" => cols = v.parse().unwrap(),
             "--threads" => threads = v.parse().unwrap(),
             "--formats" => formats = v.split(',').map(parse_format).collect(),
+            "--tokens" => tokens = v.split(',').map(|t| t.parse().unwrap()).collect(),
+            "--paths" => paths = v.split(',').map(str::to_string).collect(),
             "--llama" => llama_bin = Some(v),
+            "--cpu-time" => {
+                cpu = true;
+                i += 1;
+                continue;
+            }
             a => panic!("unknown argument {a}"),
         }
         i += 2;
     }
-    engine::init_threads(threads);
+    let pools = [1, threads].map(|n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    });
     // The L3-resident case: ~4 MiB of weights whatever the format.
-    let l3_rows = ((4usize << 20) * 2 / cols).next_multiple_of(4);
-    assert!(rows * cols >= 4096 * 4096 && rows >= l3_rows && rows % 4 == 0);
+    let l3_rows = ((4usize << 20) * 2 / cols).next_multiple_of(8);
+    let (prows, pcols, pn) = (4096usize, 4096usize, 64usize);
+    assert!(rows * cols >= prows * pcols && rows >= l3_rows && rows % 8 == 0);
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let data: Vec<Vec<u64>> = formats
         .iter()
         .map(|&f| weights(f, rows * cols, &mut rng))
         .collect();
-    let xs = |n: usize, c: usize, rng: &mut Rng| -> Vec<f32> {
-        (0..n * c)
-            .map(|_| (rng.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
-            .collect()
-    };
-    let (v1, v4, v64) = (
-        xs(1, cols, &mut rng),
-        xs(4, 4096, &mut rng),
-        xs(64, 4096, &mut rng),
-    );
-    let ctx = Ctx {
-        rows,
-        cols,
-        threads,
-        l3_rows,
-        x1: Input::new(&v1, 1),
-        x4: Input::new(&v4, 4),
-        x64: Input::new(&v64, 64),
-        llama: llama_bin,
-    };
-    let mut out = vec![0f32; (64 * 4096).max(rows)];
+    // The packed copies (as the engine makes them at load): the decode shape, the L3 rows
+    // (its first groups) and the prompt shape.
+    let t0 = Instant::now();
+    let packs: Vec<Option<(Vec<u64>, Vec<u64>)>> = formats
+        .iter()
+        .zip(&data)
+        .map(|(&f, d)| {
+            let big = packed::pack_matrix(f, as_bytes(d), cols, rows / 8)?;
+            let small = packed::pack_matrix(f, as_bytes(d), pcols, prows / 8)?;
+            Some((big, small))
+        })
+        .collect();
+    eprintln!("packed in {:.1} s", t0.elapsed().as_secs_f64());
+    let xs =
+        |n: usize, c: usize, rng: &mut Rng| -> Vec<f32> { (0..n * c).map(|_| rng.f32()).collect() };
+    let vt: Vec<Vec<f32>> = tokens.iter().map(|&n| xs(n, cols, &mut rng)).collect();
+    let vp = xs(pn, pcols, &mut rng);
+    let inputs: Vec<Input> = vt
+        .iter()
+        .zip(&tokens)
+        .map(|(v, &n)| Input::new(v, n))
+        .collect();
+    let prompt_in = Input::new(&vp, pn);
+    let max_n = tokens.iter().copied().max().unwrap_or(1);
+    let mut out = vec![0f32; (pn * prows).max(max_n * rows)];
     let sbuf: Vec<u64> = (0..(256usize << 20) / 8).map(|i| i as u64).collect();
-    let mut best = vec![Best::default(); formats.len()];
+    let empty = Best {
+        decode: [vec![0.0; tokens.len()], vec![0.0; tokens.len()]],
+        ..Best::default()
+    };
+    // [format][engine]: the paths asked for, then llama.cpp.
+    let engines: Vec<String> = paths
+        .iter()
+        .cloned()
+        .chain(llama_bin.iter().map(|_| "llama.cpp".to_string()))
+        .collect();
+    let mut best = vec![vec![empty.clone(); engines.len()]; formats.len()];
     let (mut s1, mut smt) = (0f64, 0f64);
     for _ in 0..rounds {
         min(&mut s1, stream(&sbuf, 1));
         min(&mut smt, stream(&sbuf, threads));
         for (k, &f) in formats.iter().enumerate() {
             let d = as_bytes(&data[k]);
-            let b = &mut best[k];
-            macro_rules! go {
-                ($($F:ident),*) => {
-                    match f {
-                        $(Format::$F => round::<$F>(&ctx, f, d, b, &mut out),)*
-                        _ => unreachable!(),
+            for (e, engine) in engines.iter().enumerate() {
+                let b = &mut best[k][e];
+                if engine == "llama.cpp" {
+                    let bin = llama_bin.as_deref().unwrap();
+                    let name = ggml_name(f);
+                    let (r, c) = (rows.to_string(), cols.to_string());
+                    for (p, th) in [1, threads].iter().enumerate() {
+                        let th = th.to_string();
+                        for (ti, n) in tokens.iter().enumerate() {
+                            let n = n.to_string();
+                            min(
+                                &mut b.decode[p][ti],
+                                llama(bin, &[name, &r, &c, &n, &th, "5"]),
+                            );
+                        }
+                        let (pr, pc, pn) = (prows.to_string(), pcols.to_string(), pn.to_string());
+                        min(
+                            &mut b.prompt[p],
+                            llama(bin, &[name, &pr, &pc, &pn, &th, "3"]),
+                        );
                     }
+                    let l3 = l3_rows.to_string();
+                    min(&mut b.l3, llama(bin, &[name, &l3, &c, "1", "1", "10"]));
+                    continue;
+                }
+                let pk = match (engine.as_str(), &packs[k]) {
+                    ("plain", _) => None,
+                    ("packed", Some(p)) => Some(p),
+                    ("packed", None) => continue,
+                    (other, _) => panic!("unknown path {other}"),
                 };
+                let big = Matrix {
+                    format: f,
+                    data: d,
+                    rows,
+                    cols,
+                    packed: pk.map(|p| as_bytes(&p.0)),
+                };
+                // The first groups of the packed copy are the packed first rows.
+                let l3 = Matrix {
+                    rows: l3_rows,
+                    ..big
+                };
+                let small = Matrix {
+                    format: f,
+                    data: d,
+                    rows: prows,
+                    cols: pcols,
+                    packed: pk.map(|p| as_bytes(&p.1)),
+                };
+                for (p, pool) in pools.iter().enumerate() {
+                    let cpu = cpu && p == 0;
+                    pool.install(|| {
+                        for (ti, input) in inputs.iter().enumerate() {
+                            for _ in 0..3 {
+                                min(&mut b.decode[p][ti], driver(&big, input, &mut out, cpu));
+                            }
+                        }
+                        for _ in 0..2 {
+                            min(&mut b.prompt[p], driver(&small, &prompt_in, &mut out, cpu));
+                        }
+                    });
+                }
+                pools[0].install(|| {
+                    for _ in 0..10 {
+                        min(&mut b.l3, driver(&l3, &inputs[0], &mut out, cpu));
+                    }
+                });
             }
-            go!(Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL);
         }
     }
-    let gb = |bytes: f64, s: f64| bytes / s / 1e9;
+    let gb = |bytes: f64, s: f64| {
+        if s > 0.0 {
+            format!("{:.1}", bytes / s / 1e9)
+        } else {
+            "-".into()
+        }
+    };
     let mib = (256u64 << 20) as f64;
     println!(
-        "read bandwidth (256 MiB, plain sum): 1 thread {:.1} GB/s, {threads} threads {:.1} GB/s",
+        "read bandwidth (256 MiB, plain sum): 1 thread {} GB/s, {threads} threads {} GB/s",
         gb(mib, s1),
         gb(mib, smt)
     );
     println!(
-        "best of {rounds} rounds. decode: {rows}x{cols} weights x 1 token (tile<4,1> on 1 thread, \
-         matmul::run on {threads}), L3: {l3_rows}x{cols}; tile: tile<2,4> on 2 cached rows of 4096; \
-         prompt: matmul::run of 4096x4096 x 64 tokens"
+        "best of {rounds} rounds{}; integer kernels: {}. decode: {rows}x{cols} weights x n tokens \
+         (GB/s of weights), L3: {l3_rows}x{cols} x 1 token on 1 thread, prompt: {prows}x{pcols} \
+         x {pn} tokens (GMAC/s)",
+        if cpu {
+            " (ours on 1 thread in CPU time)"
+        } else {
+            ""
+        },
+        if simd::vnni() {
+            "AVX512-VNNI"
+        } else if simd::avx2() {
+            "AVX2"
+        } else {
+            "portable"
+        }
     );
+    let ns: Vec<String> = tokens.iter().map(|n| format!("n={n}")).collect();
+    let w = 6;
+    let head = |th: usize| format!("decode {th}t");
     println!(
-        "{:<7}{:>7} | {:>9} {:>8} {:>9} {:>9} | {:>9} {:>10} | llama.cpp: {:>9} {:>9} {:>10}",
+        "{:<7}{:<10}{:>6} | {:<width$} | {:<width$} | {:>6} | {:>7} {:>7}",
         "format",
+        "path",
         "MiB",
-        "decode1t",
-        "Gw/s",
+        head(1),
+        head(threads),
         "L3 1t",
-        "decode2t",
-        "tile2x4",
-        "prompt2t",
-        "decode1t",
-        "decode2t",
-        "prompt2t"
+        "prompt",
+        "",
+        width = (w + 1) * tokens.len() - 1
     );
+    let cols_n = ns
+        .iter()
+        .map(|n| format!("{n:>w$}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     println!(
-        "{:<7}{:>7} | {:>9} {:>8} {:>9} {:>9} | {:>9} {:>10} | {:>20} {:>9} {:>10}",
-        "", "", "GB/s", "", "GB/s", "GB/s", "GMAC/s", "GMAC/s", "GB/s", "GB/s", "GMAC/s"
+        "{:<7}{:<10}{:>6} | {cols_n} | {cols_n} | {:>6} | {:>7} {:>7}",
+        "",
+        "",
+        "",
+        "GB/s",
+        "1t",
+        format!("{threads}t")
     );
     for (k, &f) in formats.iter().enumerate() {
         let bytes = (rows * cols / f.block_values() * f.block_bytes()) as f64;
         let l3_bytes = bytes * l3_rows as f64 / rows as f64;
-        let prompt = 64.0 * 4096.0 * 4096.0;
-        let b = best[k];
-        let opt = |s: f64, v: f64| {
-            if s > 0.0 {
-                format!("{:.1}", v / s / 1e9)
-            } else {
-                "-".into()
+        let macs = (prows * pcols * pn) as f64;
+        for (e, engine) in engines.iter().enumerate() {
+            let b = &best[k][e];
+            if b.l3 == 0.0 {
+                continue;
             }
-        };
-        println!(
-            "{:<7}{:>7.1} | {:>9.1} {:>8.1} {:>9.1} {:>9.1} | {:>9.1} {:>10.1} | {:>20} {:>9} {:>10}",
-            format!("{f:?}"),
-            bytes / (1 << 20) as f64,
-            gb(bytes, b.decode1),
-            (rows * cols) as f64 / b.decode1 / 1e9,
-            gb(l3_bytes, b.decode_l3),
-            gb(bytes, b.decode_mt),
-            2.0 * 4.0 * 4096.0 * 2000.0 / b.tile / 1e9,
-            prompt / b.prompt_mt / 1e9,
-            opt(b.llama_decode1, bytes),
-            opt(b.llama_decode_mt, bytes),
-            opt(b.llama_prompt_mt, prompt),
-        );
+            let dec = |p: usize| {
+                b.decode[p]
+                    .iter()
+                    .map(|&s| format!("{:>w$}", gb(bytes, s)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            println!(
+                "{:<7}{:<10}{:>6.1} | {} | {} | {:>6} | {:>7} {:>7}",
+                format!("{f:?}"),
+                engine,
+                bytes / (1 << 20) as f64,
+                dec(0),
+                dec(1),
+                gb(l3_bytes, b.l3),
+                gb(macs, b.prompt[0]),
+                gb(macs, b.prompt[1]),
+            );
+        }
     }
 }

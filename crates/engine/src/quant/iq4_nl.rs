@@ -107,12 +107,17 @@ mod avx {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::quant::q4_k::tests::check_portable;
     use crate::quant::testing::{check, Rng};
 
-    fn random_block(r: &mut Rng) -> BlockIQ4_NL {
+    /// The portable kernel on one row.
+    pub(crate) fn portable(w: &[BlockIQ4_NL], a: &[Q8Block]) -> f32 {
+        portable_tile([w], [a], portable_dot)[0][0]
+    }
+
+    pub(crate) fn random_block(r: &mut Rng) -> BlockIQ4_NL {
         BlockIQ4_NL {
             d: f16::from_f32(r.f32() * 0.001),
             qs: r.bytes(),

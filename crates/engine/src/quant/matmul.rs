@@ -1,8 +1,9 @@
 //! Parallel matrix products over any weight format: the rows of one or more matrices are
 //! cut into chunks that the compute pool runs at once; inside a chunk, tiles of rows ×
-//! tokens go to the format's kernel: packed 8-row groups × 1 or 4 tokens where the
-//! weights were repacked ([`super::packed`]), else 4 rows × 1 token when decoding and
-//! 2 rows × 4 tokens over blocks of tokens when processing a prompt.
+//! tokens go to the format's kernel: packed 8-row groups × up to 4 tokens where the
+//! weights were repacked ([`super::packed`]), else 4 rows × all tokens when decoding
+//! 1 to 3 tokens (each weight block unpacked once for them) and 2 rows × 4 tokens over
+//! blocks of tokens when processing a prompt.
 
 use super::packed::{dispatch_packed, Packed};
 use super::{dispatch, Act, Format, Input, Kernel};
@@ -99,59 +100,94 @@ fn sweep<K: Kernel>(job: &Job, rows: Range<usize>, input: &Input, out: SendPtr) 
     let stride = job.rows;
     // SAFETY: (t, r) lies within the job's output and belongs to this task alone.
     let put = |r: usize, t: usize, v: f32| unsafe { *out.0.add(t * stride + r) = v };
-    if n < 4 {
-        let mut r = rows.start;
-        while r + 4 <= rows.end {
-            let w4 = [row(r), row(r + 1), row(r + 2), row(r + 3)];
-            for t in 0..n {
-                let o = K::tile::<4, 1>(w4, [act(t)]);
-                for (i, v) in o.iter().enumerate() {
-                    put(r + i, t, v[0]);
-                }
-            }
-            r += 4;
-        }
-        for r in r..rows.end {
-            for t in 0..n {
-                put(r, t, K::tile::<1, 1>([row(r)], [act(t)])[0][0]);
-            }
-        }
-        return;
+    match n {
+        1 => decode::<K, 1>(rows, row, |t| act(t), put),
+        2 => decode::<K, 2>(rows, row, |t| act(t), put),
+        3 => decode::<K, 3>(rows, row, |t| act(t), put),
+        _ => prompt::<K>(rows, n, row, |t| act(t), put),
     }
+}
+
+/// Writes tile `o` of rows `r..` × tokens `t..` with `put`.
+#[inline(always)]
+fn store<const R: usize, const T: usize>(
+    o: [[f32; T]; R],
+    r: usize,
+    t: usize,
+    put: &impl Fn(usize, usize, f32),
+) {
+    for (i, vs) in o.iter().enumerate() {
+        for (k, v) in vs.iter().enumerate() {
+            put(r + i, t + k, *v);
+        }
+    }
+}
+
+/// Rows `rows` × `T` tokens (1 to 3): 4 rows × all tokens per kernel call.
+#[inline(always)]
+fn decode<'w, 'a, K: Kernel, const T: usize>(
+    rows: Range<usize>,
+    row: impl Fn(usize) -> &'w [K::W],
+    act: impl Fn(usize) -> &'a [K::A],
+    put: impl Fn(usize, usize, f32),
+) {
+    let a: [&[K::A]; T] = std::array::from_fn(&act);
+    let mut r = rows.start;
+    while r + 4 <= rows.end {
+        let o = K::tile::<4, T>([row(r), row(r + 1), row(r + 2), row(r + 3)], a);
+        store(o, r, 0, &put);
+        r += 4;
+    }
+    for r in r..rows.end {
+        store(K::tile::<1, T>([row(r)], a), r, 0, &put);
+    }
+}
+
+/// Rows `rows` × `n` tokens (4 or more), over blocks of [`TOKEN_BLOCK`] tokens: 2 rows ×
+/// 4 tokens per kernel call, the last 1 to 3 tokens of a block in one call.
+#[inline(always)]
+fn prompt<'w, 'a, K: Kernel>(
+    rows: Range<usize>,
+    n: usize,
+    row: impl Fn(usize) -> &'w [K::W],
+    act: impl Fn(usize) -> &'a [K::A],
+    put: impl Fn(usize, usize, f32),
+) {
     for tb in (0..n).step_by(TOKEN_BLOCK) {
         let te = (tb + TOKEN_BLOCK).min(n);
         let mut r = rows.start;
-        while r + 2 <= rows.end {
-            let w2 = [row(r), row(r + 1)];
+        while r < rows.end {
             let mut t = tb;
-            while t + 4 <= te {
-                let o = K::tile::<2, 4>(w2, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
-                for (i, vs) in o.iter().enumerate() {
-                    for (k, v) in vs.iter().enumerate() {
-                        put(r + i, t + k, *v);
-                    }
+            if r + 2 <= rows.end {
+                let w = [row(r), row(r + 1)];
+                while t + 4 <= te {
+                    let o = K::tile::<2, 4>(w, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+                    store(o, r, t, &put);
+                    t += 4;
                 }
-                t += 4;
-            }
-            for t in t..te {
-                let o = K::tile::<2, 1>(w2, [act(t)]);
-                put(r, t, o[0][0]);
-                put(r + 1, t, o[1][0]);
-            }
-            r += 2;
-        }
-        if r < rows.end {
-            let w1 = [row(r)];
-            let mut t = tb;
-            while t + 4 <= te {
-                let o = K::tile::<1, 4>(w1, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
-                for (k, v) in o[0].iter().enumerate() {
-                    put(r, t + k, *v);
+                match te - t {
+                    0 => {}
+                    1 => store(K::tile::<2, 1>(w, [act(t)]), r, t, &put),
+                    2 => store(K::tile::<2, 2>(w, [act(t), act(t + 1)]), r, t, &put),
+                    _ => store(
+                        K::tile::<2, 3>(w, [act(t), act(t + 1), act(t + 2)]),
+                        r,
+                        t,
+                        &put,
+                    ),
                 }
-                t += 4;
-            }
-            for t in t..te {
-                put(r, t, K::tile::<1, 1>(w1, [act(t)])[0][0]);
+                r += 2;
+            } else {
+                let w = [row(r)];
+                while t + 4 <= te {
+                    let o = K::tile::<1, 4>(w, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+                    store(o, r, t, &put);
+                    t += 4;
+                }
+                for t in t..te {
+                    store(K::tile::<1, 1>(w, [act(t)]), r, t, &put);
+                }
+                r += 1;
             }
         }
     }
@@ -188,8 +224,15 @@ fn sweep_packed<P: Packed>(
             }
             t += 4;
         }
-        for t in t..n {
-            put(g * 8, t, &P::tile::<1>(wg, [act(t)])[0]);
+        // The last 1 to 3 tokens in one call: each block unpacked once for all of them.
+        let o: &[[f32; 8]] = match n - t {
+            0 => &[],
+            1 => &P::tile::<1>(wg, [act(t)]),
+            2 => &P::tile::<2>(wg, [act(t), act(t + 1)]),
+            _ => &P::tile::<3>(wg, [act(t), act(t + 1), act(t + 2)]),
+        };
+        for (k, v) in o.iter().enumerate() {
+            put(g * 8, t + k, v);
         }
     }
 }

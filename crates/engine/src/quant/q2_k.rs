@@ -119,8 +119,8 @@ mod avx {
             Scales {
                 sc: _mm256_cvtepu8_epi16(evens_odds),
                 mins: _mm256_cvtepu8_epi16(mins8),
-                d: _mm256_set1_ps(h(self.d)),
-                dmin: Some(_mm256_set1_ps(h(self.dmin))),
+                d: h(self.d),
+                dmin: Some(h(self.dmin)),
             }
         }
 
@@ -148,12 +148,17 @@ mod avx {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::quant::q4_k::tests::check_portable;
     use crate::quant::testing::{check, Rng};
 
-    fn random_block(r: &mut Rng) -> BlockQ2_K {
+    /// The portable kernel on one row.
+    pub(crate) fn portable(w: &[BlockQ2_K], a: &[Q8KBlock]) -> f32 {
+        unpacked_tile([w], [a], Unpacked::of, Unpacked::dot)[0][0]
+    }
+
+    pub(crate) fn random_block(r: &mut Rng) -> BlockQ2_K {
         BlockQ2_K {
             scales: r.bytes(),
             qs: r.bytes(),

@@ -238,15 +238,16 @@ pub(crate) mod avx {
 
     /// What a block's dot products take besides its values: the scales (`sc`, see
     /// [`spread`]), the i16 weights of the activations' 16 `bsums` (`mins`), and `d`,
-    /// `dmin`. The dot product with activations `a` is
-    /// `d * a.d * sum_j (q_j · spread(sc, j) · a_j) - dmin * a.d * (mins · bsums)`, or with
-    /// `dmin == None` (one scale), `d * a.d * (sum_j .. - mins · bsums)`.
+    /// `dmin`. With activations `a`, `sumi = Σ_j q_j · spread(sc, j) · a_j` and
+    /// `summ = mins · bsums` (exact integers), the dot product is the portable kernel's
+    /// `d * a.d * sumi - dmin * a.d * summ`, or with `dmin == None` (one scale and an
+    /// offset), `d * a.d * (sumi - summ)`.
     #[derive(Clone, Copy)]
     pub struct Scales {
         pub sc: __m256i,
         pub mins: __m256i,
-        pub d: __m256,
-        pub dmin: Option<__m256>,
+        pub d: f32,
+        pub dmin: Option<f32>,
     }
 
     /// A 256-value weight block for [`tile_k`].
@@ -268,8 +269,8 @@ pub(crate) mod avx {
             Scales {
                 sc: _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm)),
                 mins: _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)),
-                d: _mm256_set1_ps(h(self.d)),
-                dmin: Some(_mm256_set1_ps(h(self.dmin))),
+                d: h(self.d),
+                dmin: Some(h(self.dmin)),
             }
         }
 
@@ -348,16 +349,26 @@ pub(crate) mod avx {
         }
     }
 
-    /// `acc[t]` plus the dot product of block `b` with `a[t]`, for each t; the integer sums
-    /// are exact and the float operations per token the same whatever `T` is.
+    /// The two exact sums of the 8 lanes of `a` and of `b`.
+    #[inline(always)]
+    unsafe fn hsum2(a: __m256i, b: __m256i) -> (i32, i32) {
+        let h = _mm256_hadd_epi32(a, b);
+        let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        let s = _mm_hadd_epi32(s, s);
+        (_mm_cvtsi128_si32(s), _mm_extract_epi32(s, 1))
+    }
+
+    /// `acc[t]` plus the dot product of block `b` with `a[t]`, for each t: the integer sums
+    /// are exact and the float operations the portable kernel's, so the result is the same
+    /// whatever `T` is, and equal to the portable and packed kernels'.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn block<B: Unpack, const T: usize>(
         b: &B,
         pat: *const __m256i,
         a: [&Q8KBlock; T],
-        acc: [__m256; T],
-    ) -> [__m256; T] {
+        acc: [f32; T],
+    ) -> [f32; T] {
         let s = b.scales();
         let mut sumi = [_mm256_setzero_si256(); T];
         // Vector by vector (unrolled by hand: the loop holds asm, which the compiler does not
@@ -374,17 +385,11 @@ pub(crate) mod avx {
         for t in 0..T {
             let bsums = _mm256_loadu_si256(a[t].bsums.as_ptr() as *const __m256i);
             let summ = _mm256_madd_epi16(s.mins, bsums);
-            let da = _mm256_set1_ps(a[t].d);
-            out[t] = match s.dmin {
-                Some(dmin) => {
-                    let sd = _mm256_mul_ps(s.d, da);
-                    let o = _mm256_fmadd_ps(sd, _mm256_cvtepi32_ps(sumi[t]), out[t]);
-                    _mm256_fnmadd_ps(_mm256_mul_ps(dmin, da), _mm256_cvtepi32_ps(summ), o)
-                }
-                None => {
-                    let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[t], summ));
-                    _mm256_fmadd_ps(_mm256_mul_ps(s.d, da), v, out[t])
-                }
+            let (si, sm) = hsum2(sumi[t], summ);
+            let da = a[t].d;
+            out[t] += match s.dmin {
+                Some(dmin) => s.d * da * si as f32 - dmin * da * sm as f32,
+                None => s.d * da * (si - sm) as f32,
             };
         }
         out
@@ -400,11 +405,11 @@ pub(crate) mod avx {
         w: [&[B]; R],
         a: [&[Q8KBlock]; T],
     ) -> [[f32; T]; R] {
-        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        let mut acc = [[0f32; T]; R];
         let pat = opaque(SPREAD.as_ptr() as *const __m256i);
         if T == 1 {
             for r in 0..R {
-                let mut acc1 = [_mm256_setzero_ps(); 1];
+                let mut acc1 = [0f32; 1];
                 for i in 0..w[r].len() {
                     acc1 = block(w[r].get_unchecked(i), pat, [a[0].get_unchecked(i)], acc1);
                 }
@@ -430,13 +435,7 @@ pub(crate) mod avx {
                 }
             }
         }
-        let mut out = [[0f32; T]; R];
-        for r in 0..R {
-            for t in 0..T {
-                out[r][t] = hsum(acc[r][t]);
-            }
-        }
-        out
+        acc
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -452,6 +451,11 @@ pub(crate) mod avx {
 pub(crate) mod tests {
     use super::*;
     use crate::quant::testing::{check, Rng};
+
+    /// The portable kernel on one row.
+    pub(crate) fn portable(w: &[BlockQ4_K], a: &[Q8KBlock]) -> f32 {
+        unpacked_tile([w], [a], Unpacked::of, Unpacked::dot)[0][0]
+    }
 
     pub(crate) fn random_block(r: &mut Rng) -> BlockQ4_K {
         BlockQ4_K {

@@ -29,6 +29,16 @@ impl BlockQ5_0 {
     }
 }
 
+fn portable_dot(w: &BlockQ5_0, a: &Q8Block) -> f32 {
+    let sumi: i32 = w
+        .values()
+        .iter()
+        .zip(&a.qs)
+        .map(|(x, y)| x * *y as i32)
+        .sum();
+    w.d.to_f32() * a.d * sumi as f32
+}
+
 /// The Q5_0 kernels (with 8-bit activations).
 pub struct Q5_0;
 
@@ -47,15 +57,7 @@ impl Kernel for Q5_0 {
             // SAFETY: AVX2, FMA and F16C were detected at run time.
             return unsafe { avx::tile(w, a) };
         }
-        portable_tile(w, a, |w, a| {
-            let sumi: i32 = w
-                .values()
-                .iter()
-                .zip(&a.qs)
-                .map(|(x, y)| x * *y as i32)
-                .sum();
-            w.d.to_f32() * a.d * sumi as f32
-        })
+        portable_tile(w, a, portable_dot)
     }
 
     fn dequantize(w: &[BlockQ5_0], out: &mut [f32]) {
@@ -108,19 +110,25 @@ mod avx {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::quant::testing::check;
+    use crate::quant::testing::{check, Rng};
+
+    pub(crate) fn random_block(r: &mut Rng) -> BlockQ5_0 {
+        BlockQ5_0 {
+            d: f16::from_f32(r.f32() * 0.1),
+            qh: r.bytes(),
+            qs: r.bytes(),
+        }
+    }
+
+    /// The portable kernel on one row.
+    pub(crate) fn portable(w: &[BlockQ5_0], a: &[Q8Block]) -> f32 {
+        portable_tile([w], [a], portable_dot)[0][0]
+    }
 
     #[test]
     fn matches_dequantized_reference() {
-        check::<Q5_0>(
-            |r| BlockQ5_0 {
-                d: f16::from_f32(r.f32() * 0.1),
-                qh: r.bytes(),
-                qs: r.bytes(),
-            },
-            1e-2,
-        );
+        check::<Q5_0>(random_block, 1e-2);
     }
 }

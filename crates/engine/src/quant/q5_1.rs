@@ -30,6 +30,16 @@ impl BlockQ5_1 {
     }
 }
 
+fn portable_dot(w: &BlockQ5_1, a: &Q8Block) -> f32 {
+    let sumi: i32 = w
+        .values()
+        .iter()
+        .zip(&a.qs)
+        .map(|(x, y)| x * *y as i32)
+        .sum();
+    w.d.to_f32() * a.d * sumi as f32 + w.m.to_f32() * a.s
+}
+
 /// The Q5_1 kernels (with 8-bit activations and their sums).
 pub struct Q5_1;
 
@@ -48,15 +58,7 @@ impl Kernel for Q5_1 {
             // SAFETY: AVX2, FMA and F16C were detected at run time.
             return unsafe { avx::tile(w, a) };
         }
-        portable_tile(w, a, |w, a| {
-            let sumi: i32 = w
-                .values()
-                .iter()
-                .zip(&a.qs)
-                .map(|(x, y)| x * *y as i32)
-                .sum();
-            w.d.to_f32() * a.d * sumi as f32 + w.m.to_f32() * a.s
-        })
+        portable_tile(w, a, portable_dot)
     }
 
     fn dequantize(w: &[BlockQ5_1], out: &mut [f32]) {
@@ -110,20 +112,26 @@ mod avx {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::quant::testing::check;
+    use crate::quant::testing::{check, Rng};
+
+    pub(crate) fn random_block(r: &mut Rng) -> BlockQ5_1 {
+        BlockQ5_1 {
+            d: f16::from_f32(r.f32() * 0.1),
+            m: f16::from_f32(r.f32() * 0.5),
+            qh: r.bytes(),
+            qs: r.bytes(),
+        }
+    }
+
+    /// The portable kernel on one row.
+    pub(crate) fn portable(w: &[BlockQ5_1], a: &[Q8Block]) -> f32 {
+        portable_tile([w], [a], portable_dot)[0][0]
+    }
 
     #[test]
     fn matches_dequantized_reference() {
-        check::<Q5_1>(
-            |r| BlockQ5_1 {
-                d: f16::from_f32(r.f32() * 0.1),
-                m: f16::from_f32(r.f32() * 0.5),
-                qh: r.bytes(),
-                qs: r.bytes(),
-            },
-            1e-2,
-        );
+        check::<Q5_1>(random_block, 1e-2);
     }
 }

@@ -114,8 +114,8 @@ mod avx {
             Scales {
                 sc: _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm)),
                 mins: _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)),
-                d: _mm256_set1_ps(h(self.d)),
-                dmin: Some(_mm256_set1_ps(h(self.dmin))),
+                d: h(self.d),
+                dmin: Some(h(self.dmin)),
             }
         }
 
@@ -157,13 +157,18 @@ mod avx {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::quant::q4_k::tests::check_portable;
     use crate::quant::q4_k::tests::pack_scales;
     use crate::quant::testing::{check, Rng};
 
-    fn random_block(r: &mut Rng) -> BlockQ5_K {
+    /// The portable kernel on one row.
+    pub(crate) fn portable(w: &[BlockQ5_K], a: &[Q8KBlock]) -> f32 {
+        unpacked_tile([w], [a], Unpacked::of, Unpacked::dot)[0][0]
+    }
+
+    pub(crate) fn random_block(r: &mut Rng) -> BlockQ5_K {
         BlockQ5_K {
             d: f16::from_f32(r.f32() * 0.01),
             dmin: f16::from_f32(r.f32() * 0.01),

@@ -122,7 +122,7 @@ mod avx {
                 sc: _mm256_cvtepi8_epi16(evens_odds),
                 // 32 * sc_j as i16 weights of bsums_j.
                 mins: _mm256_slli_epi16(_mm256_cvtepi8_epi16(s8), 5),
-                d: _mm256_set1_ps(h(self.d)),
+                d: h(self.d),
                 dmin: None,
             }
         }
@@ -158,12 +158,17 @@ mod avx {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::quant::q4_k::tests::check_portable;
     use crate::quant::testing::{check, Rng};
 
-    fn random_block(r: &mut Rng) -> BlockQ6_K {
+    /// The portable kernel on one row.
+    pub(crate) fn portable(w: &[BlockQ6_K], a: &[Q8KBlock]) -> f32 {
+        unpacked_tile([w], [a], Unpacked::of, Unpacked::dot)[0][0]
+    }
+
+    pub(crate) fn random_block(r: &mut Rng) -> BlockQ6_K {
         BlockQ6_K {
             ql: r.bytes(),
             qh: r.bytes(),

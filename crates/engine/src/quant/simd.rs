@@ -20,6 +20,29 @@ pub fn avx2() -> bool {
     false
 }
 
+/// Whether AVX512-VNNI on 256-bit registers can run here besides AVX2 (detected once);
+/// `DLLM_NO_VNNI=1` turns it off, to compare with the AVX2 kernels (which give the same
+/// results).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn vnni() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        let off = std::env::var("DLLM_NO_VNNI").is_ok_and(|v| !v.is_empty() && v != "0");
+        !off && avx2()
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// No VNNI off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub fn vnni() -> bool {
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 pub use x86::*;
 

@@ -47,15 +47,12 @@ unsafe fn body<D: super::dot::Dot, const T: usize>(
     a: [&[Q8Block]; T],
 ) -> [[f32; 8]; T] {
     use super::dot::bcast4;
-    use crate::quant::simd::prefetch;
     use std::arch::x86_64::*;
     let mut acc = [_mm256_setzero_ps(); T];
     let m4 = _mm256_set1_epi8(0x0f);
     for i in 0..w.len() {
         let b = w.get_unchecked(i);
-        prefetch(b);
-        prefetch((b as *const BlockQ4_1x8 as *const u8).add(64));
-        prefetch((b as *const BlockQ4_1x8 as *const u8).add(128));
+        super::prefetch_ahead(b);
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
         let mw = _mm256_cvtph_ps(_mm_loadu_si128(b.m.as_ptr() as *const __m128i));
         let mut lo = [_mm256_setzero_si256(); 4];

@@ -46,15 +46,11 @@ unsafe fn body<D: super::dot::Dot, const T: usize>(
     a: [&[Q8Block]; T],
 ) -> [[f32; 8]; T] {
     use super::dot::bcast4;
-    use crate::quant::simd::prefetch;
     use std::arch::x86_64::*;
     let mut acc = [_mm256_setzero_ps(); T];
     for i in 0..w.len() {
         let b = w.get_unchecked(i);
-        let base = b as *const BlockQ8_0x8 as *const u8;
-        for l in 0..5 {
-            prefetch(base.add(64 * l));
-        }
+        super::prefetch_ahead(b);
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
         let q: [__m256i; 8] =
             std::array::from_fn(
