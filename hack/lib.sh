@@ -115,8 +115,10 @@ stage_binaries() {
     for b in "${bins[@]}"; do
         [[ -x "$REPO_ROOT/$src/$b" ]] || { rm -f "$REPO_ROOT/$dst/$b"; continue; }
         if [[ ! -x "$REPO_ROOT/$dst/$b" || "$REPO_ROOT/$src/$b" -nt "$REPO_ROOT/$dst/$b" ]]; then
-            strip --strip-debug -o "$REPO_ROOT/$dst/$b.tmp" "$REPO_ROOT/$src/$b" \
-                || cp "$REPO_ROOT/$src/$b" "$REPO_ROOT/$dst/$b.tmp"
+            if ! strip --strip-debug -o "$REPO_ROOT/$dst/$b.tmp" "$REPO_ROOT/$src/$b" 2>/dev/null; then
+                warn "cannot strip $src/$b (is binutils installed?): the image gets it with its debug info"
+                cp "$REPO_ROOT/$src/$b" "$REPO_ROOT/$dst/$b.tmp"
+            fi
             mv "$REPO_ROOT/$dst/$b.tmp" "$REPO_ROOT/$dst/$b"
         fi
     done

@@ -43,9 +43,9 @@ pub fn info(n: u32, layers: (u32, u32)) -> pb::NodeInfo {
 pub const STARTED_MS: u64 = 1_763_993_007_000;
 
 /// A metrics snapshot of `agent-N` at `t_ms` while agent-2 is the entry of a request
-/// generating 20 tokens/s: every stage runs 20 steps/s; agent-2 calls agent-1 and
-/// agent-3 (sending `sent` bytes to each so far, getting half of it back); agent-1 and
-/// agent-3 only serve agent-2 (`round_trips` 0: the same links seen from the other end).
+/// generating 20 tokens/s: every stage runs 20 steps/s; agent-2 sends to agent-1 and
+/// agent-3 on links it times (`sent` bytes to each so far, half of it received back);
+/// agent-1 and agent-3 report agent-2 only as a sender (`round_trips` 0).
 pub fn metrics(n: u32, t_ms: u64, cpu: f32, sent: u64) -> pb::MetricsSnapshot {
     let peer = |id: u32, round_trips: u64| pb::PeerNetworkStats {
         peer_id: format!("agent-{id}"),

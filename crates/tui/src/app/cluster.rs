@@ -102,16 +102,12 @@ impl Status {
     }
 }
 
-/// One pipeline link as the calling agent measures it: it sends steps to the peer's
-/// stage and waits for each answer.
+/// One pipeline link as its sending agent reports it: the agent sends the peer's stage
+/// tokens, hidden states or sampled tokens, and times the link's round trip.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Link {
-    /// Round trips (steps) to the peer.
-    pub steps: Rate,
-    /// Bytes sent to the peer (tokens or hidden states).
+    /// Bytes sent to the peer.
     pub out_bytes: Rate,
-    /// Bytes the peer answered with (hidden states or the sampled token).
-    pub back_bytes: Rate,
 }
 
 /// Everything known about one node.
@@ -210,15 +206,13 @@ impl NodeView {
             self.steps.last_interval().round() as u64,
         );
         for p in &m.peers {
-            // Only links this agent timed as the caller: the peer's answers to it are the
-            // same link seen from the other end, not a second one.
+            // Only links this agent sends on (and times): what it merely receives from a
+            // peer is the peer's link, reported by the peer.
             if p.round_trips == 0 {
                 continue;
             }
             let l = self.links.entry(p.peer_id.clone()).or_default();
-            l.steps.push(t, p.round_trips);
             l.out_bytes.push(t, p.bytes_sent);
-            l.back_bytes.push(t, p.bytes_received);
         }
         self.metrics = Some(m);
     }

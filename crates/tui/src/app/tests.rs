@@ -103,12 +103,10 @@ fn fixture_statuses_follow_reachability_and_gossip() {
     assert_eq!(st, vec![Status::Alive, Status::Alive, Status::Dead]);
     let n1 = &app.cluster.nodes["agent-1"];
     assert_eq!(n1.cpu_hist.len(), 2);
-    // agent-2 called agent-1: 8192 bytes more in one second, half of it back.
+    // agent-2 sends to agent-1: 8192 bytes more in one second.
     let n2 = &app.cluster.nodes["agent-2"];
     assert_eq!(n2.links["agent-1"].out_bytes.per_second(), 8192.0);
-    assert_eq!(n2.links["agent-1"].back_bytes.per_second(), 4096.0);
-    assert_eq!(n2.links["agent-1"].steps.per_second(), 20.0);
-    // agent-1 only served agent-2: the same link from the other end, not a second one.
+    // agent-1 only receives from agent-2: that link is agent-2's, not a second one.
     assert!(n1.links.is_empty(), "{:?}", n1.links);
     // Every stage has a figure, the middle one too; only the entry generates tokens.
     assert_eq!(n1.steps_per_second(), 20.0);

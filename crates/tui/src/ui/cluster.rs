@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use super::{dim, fit_widths, fmt_bytes, fmt_rate, header, node_color, status_style};
+use super::{dim, fit_widths, fmt_bytes, header, node_color, status_style};
 use crate::app::App;
 
 /// Draw the Cluster view into `area`.
@@ -121,14 +121,12 @@ fn scale(n_layers: u32, width: u16) -> Line<'static> {
 }
 
 /// Header of the links table.
-const LINK_COLUMNS: [&str; 9] = [
-    "FROM", "TO STAGE", "STEP/S", "AVG", "P50", "P99", "OUT/S", "BACK/S", "TOTAL",
-];
+const LINK_COLUMNS: [&str; 7] = ["FROM", "TO STAGE", "AVG", "P50", "P99", "SENT/S", "TOTAL"];
 
 /// The pipeline links a token travels, as the agents report them: one row per link an
-/// agent called (it sent steps to the peer's stage and timed the answers), in layer
-/// order of the stage called. Links only ever served, and idle rates, are not noise
-/// rows: rates read `-` when nothing moved in the last few seconds.
+/// agent sends on and times (`round_trips` > 0), in layer order of sender and receiver.
+/// What an agent only receives is the sender's row, not a second one with empty
+/// latencies; idle rates read `-` rather than `0B/s`.
 fn draw_network(f: &mut Frame, app: &App, area: Rect) {
     let start_of = |id: &str| {
         app.cluster
@@ -145,7 +143,14 @@ fn draw_network(f: &mut Frame, app: &App, area: Rect) {
             links.push((n.id.clone(), p.clone(), link));
         }
     }
-    links.sort_by_key(|(from, p, _)| (from.clone(), start_of(&p.peer_id), p.peer_id.clone()));
+    links.sort_by_key(|(from, p, _)| {
+        (
+            start_of(from),
+            from.clone(),
+            start_of(&p.peer_id),
+            p.peer_id.clone(),
+        )
+    });
     let texts: Vec<Vec<String>> = links
         .iter()
         .map(|(from, p, l)| {
@@ -163,18 +168,16 @@ fn draw_network(f: &mut Frame, app: &App, area: Rect) {
             vec![
                 from.clone(),
                 to,
-                fmt_rate(l.steps.per_second()),
                 format!("{:.1}", p.hop_latency_ms_avg),
                 format!("{:.1}", p.hop_latency_ms_p50),
                 format!("{:.1}", p.hop_latency_ms_p99),
                 bytes(l.out_bytes.per_second()),
-                bytes(l.back_bytes.per_second()),
-                fmt_bytes(p.bytes_sent + p.bytes_received),
+                fmt_bytes(p.bytes_sent),
             ]
         })
         .collect();
     let block =
-        Block::bordered().title(" Links a token travels · round trip measured by the caller (ms) ");
+        Block::bordered().title(" Links a token travels · round trip measured by the sender (ms) ");
     if texts.is_empty() {
         f.render_widget(
             Paragraph::new(dim(

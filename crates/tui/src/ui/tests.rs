@@ -180,8 +180,8 @@ fn cluster_view_colours_the_bar_by_agent() {
     ] {
         assert!(t.contains(needle), "missing {needle:?} in\n{t}");
     }
-    // The links agent-2 (the entry) called, in layer order, with their figures; no
-    // reverse rows from the agents that only served it.
+    // The links agent-2 sends on, in layer order, with their figures; no reverse rows
+    // from the agents that only receive from it.
     let rows: Vec<&str> = t
         .lines()
         .skip_while(|l| !l.contains("Links a token travels"))
@@ -195,10 +195,10 @@ fn cluster_view_colours_the_bar_by_agent() {
             .map(String::from)
             .collect()
     };
-    // FROM TO STAGE STEP/S AVG P50 P99 OUT/S BACK/S TOTAL
+    // FROM TO STAGE AVG P50 P99 SENT/S TOTAL
     assert_eq!(
         words(rows[0]),
-        ["agent-2", "agent-1", "[0,10)", "20.0", "2.5", "2.0", "9.0", "8.0K/s", "4.0K/s", "12K"],
+        ["agent-2", "agent-1", "[0,10)", "2.5", "2.0", "9.0", "8.0K/s", "8.0K"],
         "{t}"
     );
     assert_eq!(
