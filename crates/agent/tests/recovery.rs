@@ -329,7 +329,7 @@ async fn losing_the_only_holder_mid_stream_names_the_missing_layers() {
     assert!(got.finish.is_none(), "{got:?}");
     let e = got.error.expect("the stream must end with an error");
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
-    assert!(e.message().contains("layers not served: 0..30"), "{e:?}");
+    assert!(e.message().contains("layers not served: [0,30)"), "{e:?}");
     eprintln!("gRPC error after losing the holder: {}", e.message());
 
     // SSE: an error event, then [DONE].
@@ -370,7 +370,7 @@ async fn losing_the_only_holder_mid_stream_names_the_missing_layers() {
     .await
     .expect("the SSE stream must end");
     let err_at = sse
-        .find("layers not served: 0..30")
+        .find("layers not served: [0,30)")
         .unwrap_or_else(|| panic!("no error event naming the layers: {sse}"));
     let done_at = sse.rfind("data: [DONE]").expect("[DONE] after the error");
     assert!(err_at < done_at);
@@ -404,7 +404,7 @@ async fn losing_the_only_holder_mid_stream_names_the_missing_layers() {
     let r = r.unwrap();
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(
-        r.text().contains("layers not served: 0..30"),
+        r.text().contains("layers not served: [0,30)"),
         "{}",
         r.text()
     );
