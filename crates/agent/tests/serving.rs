@@ -20,10 +20,15 @@ const PROMPTS: [&str; 6] = [
     "Count from one to five in words.",
 ];
 
+/// Waits until every agent is healthy and serves a chat request (all stages loaded).
 async fn healthy(agents: &[&Agent]) {
     for a in agents {
-        wait_for(&format!("{} to be healthy", a.id), LIMIT, || async {
+        wait_for(&format!("{} to serve", a.id), LIMIT, || async {
             let r = get(&a.url("/health")).await.ok()?;
+            if r.status != 200 {
+                return None;
+            }
+            let r = post_json(&a.url("/v1/chat/completions"), &chat_body("Hi", 1, false)).await.ok()?;
             (r.status == 200).then_some(())
         })
         .await;

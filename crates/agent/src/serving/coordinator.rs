@@ -22,6 +22,8 @@ const PROGRESS_TIMEOUT: Duration = Duration::from_secs(60);
 const PER_POSITION: Duration = Duration::from_millis(100);
 /// Waits between retries when a stage has no room for the sequence.
 const BUSY_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait for the view to change before a failed route is tried again.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// How an attempt on one route ended.
 enum Outcome {
@@ -48,6 +50,8 @@ struct Progress<'a> {
     ttft: Duration,
     first_at: Instant,
     cached: usize,
+    /// Set when a replay after a failure produced its first token.
+    recovered: bool,
 }
 
 impl Progress<'_> {
@@ -97,6 +101,7 @@ pub async fn run(s: &Serving, req: GenRequest, tx: &mpsc::Sender<GenEvent>, t0: 
         ttft: Duration::ZERO,
         first_at: t0,
         cached: 0,
+        recovered: false,
     };
     let mut reuse_ok = true;
     let mut failed_since: Option<(Instant, String)> = None;
@@ -118,7 +123,12 @@ pub async fn run(s: &Serving, req: GenRequest, tx: &mpsc::Sender<GenEvent>, t0: 
         };
         let mut tokens = req.prompt_tokens.clone();
         tokens.extend_from_slice(&p.generated);
-        let outcome = attempt(s, &route, &params, &tokens, reuse_ok, &mut p).await;
+        let recovering = failed_since.as_ref().map(|(_, cause)| cause.as_str());
+        let outcome = attempt(s, &route, &params, &tokens, reuse_ok, recovering, &mut p).await;
+        if matches!(outcome, Outcome::Done(_)) || p.recovered {
+            failed_since = None;
+            p.recovered = false;
+        }
         match outcome {
             Outcome::Done(reason) => break reason,
             Outcome::Cancelled => return RequestStatus::Cancelled,
@@ -132,17 +142,18 @@ pub async fn run(s: &Serving, req: GenRequest, tx: &mpsc::Sender<GenEvent>, t0: 
                 if failed_since.is_none() {
                     failed_since = Some((Instant::now(), cause));
                 }
+                // Give the view a moment to change (a dead member, a new plan) before
+                // trying again; a transient failure retries the same route.
+                let mut views = s.state.watch_view();
+                tokio::select! {
+                    _ = views.changed() => {}
+                    _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                    _ = tx.closed() => return RequestStatus::Cancelled,
+                }
                 continue;
             }
         }
-        if failed_since.take().is_some() {
-            s.state.metrics.pipeline_recoveries.inc();
-        }
     };
-    if failed_since.is_some() {
-        s.state.metrics.pipeline_recoveries.inc();
-        tracing::info!(request = %req.request_id, "pipeline recovered");
-    }
     let rest = p.stops.finish();
     if !rest.is_empty() && !p.stop_matched {
         let _ = tx.send(GenEvent::Text(rest)).await;
@@ -245,6 +256,7 @@ async fn attempt(
     params: &engine::SamplingParams,
     tokens: &[u32],
     reuse_ok: bool,
+    recovering: Option<&str>,
     p: &mut Progress<'_>,
 ) -> Outcome {
     let route = Arc::new(route.clone());
@@ -301,6 +313,18 @@ async fn attempt(
         tokio::select! {
             m = rx.recv() => match m {
                 Some(Msg::Token(t)) if t.pos == expect => {
+                    if expect == tokens.len() {
+                        if let Some(cause) = recovering {
+                            // The replay went through: the stream goes on on the new route.
+                            s.state.metrics.pipeline_recoveries.inc();
+                            p.recovered = true;
+                            tracing::info!(
+                                replayed = tokens.len(),
+                                plan = %crate::node::view::fmt_plan(route.plan_version),
+                                "pipeline recovered: {cause}"
+                            );
+                        }
+                    }
                     expect += 1;
                     patience = PROGRESS_TIMEOUT;
                     match p.token(t.id, t.logprob, t.top, t.finish).await {
