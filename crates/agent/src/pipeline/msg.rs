@@ -36,7 +36,8 @@ impl Route {
     }
 }
 
-/// Opens a sequence on a stage (forwarded along the route ahead of its steps).
+/// Opens a sequence on a stage (forwarded along the route ahead of its steps; the origin
+/// closes it on every stage directly).
 #[derive(Debug, Clone)]
 pub struct Open {
     pub seq: SeqId,

@@ -52,7 +52,13 @@ struct SeqState {
     max_tokens: usize,
     reserved: usize,
     pending: VecDeque<Step>,
+    /// When a step last arrived or ran.
+    active: Instant,
 }
+
+/// A sequence with no step for this long is dropped (its origin vanished without
+/// closing it).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A stage and the sequences on it.
 pub struct Worker {
@@ -139,11 +145,14 @@ impl Worker {
         match msg {
             Msg::Open(o) => self.open(o, out),
             Msg::Step(s) => match self.seqs.get_mut(&s.seq) {
-                Some(state) => state.pending.push_back(s),
+                Some(state) => {
+                    state.active = Instant::now();
+                    state.pending.push_back(s);
+                }
                 None if self.closed_set.contains(&s.seq) => {}
                 None => tracing::debug!(seq = s.seq, "step for a sequence not open here; dropped"),
             },
-            Msg::Close(seq) => self.close(seq, out),
+            Msg::Close(seq) => self.close(seq),
             Msg::Token(_) | Msg::Fault(_) => {
                 tracing::warn!("a token or fault reached the stage worker; dropped")
             }
@@ -151,7 +160,9 @@ impl Worker {
     }
 
     fn open(&mut self, o: Open, out: &mut Vec<Envelope>) {
-        if self.seqs.contains_key(&o.seq) {
+        // Already open, or closed before its open arrived (closes go straight to every
+        // stage, opens along the route).
+        if self.seqs.contains_key(&o.seq) || self.closed_set.contains(&o.seq) {
             return;
         }
         let range = self.stage.range();
@@ -204,12 +215,13 @@ impl Worker {
                 max_tokens: o.params.max_tokens,
                 reserved: need,
                 pending: VecDeque::new(),
+                active: Instant::now(),
                 route: o.route,
             },
         );
     }
 
-    fn close(&mut self, seq: SeqId, out: &mut Vec<Envelope>) {
+    fn close(&mut self, seq: SeqId) {
         if self.closed_set.insert(seq) {
             self.closed.push_back(seq);
             if self.closed.len() > CLOSED_MEMORY {
@@ -223,16 +235,25 @@ impl Worker {
         };
         self.order.retain(|id| *id != seq);
         self.reserved -= s.reserved;
-        if let Some(next) = s.route.hops.get(s.index + 1) {
-            out.push(Envelope {
-                to: (next.node_id.clone(), next.addr.clone()),
-                msg: Msg::Close(seq),
-            });
-        }
         if s.history.len() == s.cache.len() {
             self.prefix.put(s.history, s.cache);
             self.prefix.shrink_to(self.cfg.kv_capacity - self.reserved);
         }
+    }
+
+    /// Drops sequences idle for longer than `timeout`; returns how many.
+    pub fn sweep_idle(&mut self, timeout: Duration) -> usize {
+        let idle: Vec<SeqId> = self
+            .seqs
+            .iter()
+            .filter(|(_, s)| s.pending.is_empty() && s.active.elapsed() > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &idle {
+            tracing::info!(seq = id, "sequence idle too long; freeing its KV cache");
+            self.close(*id);
+        }
+        idle.len()
     }
 
     /// Picks the sequences of the next batch, in turn from where the last batch stopped.
@@ -293,7 +314,7 @@ impl Worker {
                 let msg = format!("{}: {p}", self.cfg.node_id);
                 self.fault(&s.route, id, FaultKind::Failed, msg, out);
                 self.seqs.insert(id, s);
-                self.close(id, out);
+                self.close(id);
                 continue;
             }
             states.push((id, s, step));
@@ -331,7 +352,7 @@ impl Worker {
                 for (id, s, _) in states {
                     self.fault(&s.route, id, FaultKind::Failed, msg.clone(), out);
                     self.seqs.insert(id, s);
-                    self.close(id, out);
+                    self.close(id);
                 }
                 return Some(report);
             }
@@ -409,7 +430,12 @@ pub fn spawn(
         .name(format!("stage-{}", worker.stage.range().start))
         .spawn(move || {
             let mut out = Vec::new();
+            let mut swept = Instant::now();
             loop {
+                if swept.elapsed() > Duration::from_secs(10) {
+                    worker.sweep_idle(IDLE_TIMEOUT);
+                    swept = Instant::now();
+                }
                 // Idle: wait for work. Busy: take whatever has arrived, then run.
                 let first = if worker.has_work() {
                     inbox.try_recv().ok()

@@ -355,7 +355,13 @@ async fn attempt(
             _ = p.tx.closed() => break Outcome::Cancelled,
         }
     };
-    send(Msg::Close(seq));
+    // Closes go straight to every stage: a broken route would not pass them on.
+    for h in &route.hops {
+        s.router.deliver(Envelope {
+            to: (h.node_id.clone(), h.addr.clone()),
+            msg: Msg::Close(seq),
+        });
+    }
     s.router.unregister(seq);
     if matches!(outcome, Outcome::Done(_)) {
         // Every position but the last sampled token is now in the stages' caches.
