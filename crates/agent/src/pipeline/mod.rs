@@ -101,9 +101,11 @@ fn start_worker(
         rx,
         move |e| deliver.deliver(e),
         move |w, r| {
-            metrics.stage_forward.observe_batch(r.compute.as_secs_f64(), r.sequences as u64);
-            metrics.batch_sequences.observe(r.sequences as f64);
-            metrics.batch_positions.observe(r.positions as f64);
+            if let Some(r) = r.filter(|r| r.sequences > 0) {
+                metrics.stage_forward.observe_batch(r.compute.as_secs_f64(), r.sequences as u64);
+                metrics.batch_sequences.observe(r.sequences as f64);
+                metrics.batch_positions.observe(r.positions as f64);
+            }
             metrics.pipeline_sessions.set(w.open_sequences() as i64);
             metrics.stage_queue_steps.set(w.queued_steps() as i64);
             let (seqs, prefix) = w.kv_bytes();

@@ -418,12 +418,13 @@ impl Worker {
 
 /// Runs a worker on its own thread until every sender of `inbox` is gone: takes
 /// messages, runs batches, hands every output to `deliver` (messages for this node come
-/// back through `inbox`) and every batch report to `report`.
+/// back through `inbox`) and every batch report to `report` (also called without one
+/// after messages changed the worker's state).
 pub fn spawn(
     mut worker: Worker,
     inbox: Receiver<Msg>,
     deliver: impl Fn(Envelope) + Send + 'static,
-    mut report: impl FnMut(&Worker, &BatchReport) + Send + 'static,
+    mut report: impl FnMut(&Worker, Option<&BatchReport>) + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     let me = worker.me();
     std::thread::Builder::new()
@@ -446,14 +447,17 @@ pub fn spawn(
                         Err(RecvTimeoutError::Disconnected) => break,
                     }
                 };
+                let handled = first.is_some();
                 if let Some(m) = first {
                     worker.handle(m, &mut out);
                     while let Ok(m) = inbox.try_recv() {
                         worker.handle(m, &mut out);
                     }
                 }
-                if let Some(r) = worker.run_batch(&mut out) {
-                    report(&worker, &r);
+                match worker.run_batch(&mut out) {
+                    Some(r) => report(&worker, Some(&r)),
+                    None if handled => report(&worker, None),
+                    None => {}
                 }
                 // Local messages go straight back into this worker (a lone agent's
                 // sequences circulate without a channel hop); what they cause joins `out`.
