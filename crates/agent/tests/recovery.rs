@@ -69,7 +69,12 @@ struct Streamed {
 
 /// Stream a greedy chat generation through `port`; after `kill_at` tokens call
 /// `on_kill` once. Bounded by a 180 s overall timeout.
-async fn stream(port: u16, kill_at: usize, mut on_kill: impl FnMut()) -> Streamed {
+async fn stream(port: u16, kill_at: usize, on_kill: impl FnMut()) -> Streamed {
+    stream_prompt(port, PROMPT, kill_at, on_kill).await
+}
+
+/// [`stream`] with another prompt.
+async fn stream_prompt(port: u16, prompt: &str, kill_at: usize, mut on_kill: impl FnMut()) -> Streamed {
     let fut = async {
         let mut client = proto::InferenceServiceClient::connect(format!("http://127.0.0.1:{port}"))
             .await
@@ -77,7 +82,7 @@ async fn stream(port: u16, kill_at: usize, mut on_kill: impl FnMut()) -> Streame
         let req = pb::GenerateRequest {
             messages: vec![pb::ChatMessage {
                 role: "user".into(),
-                content: PROMPT.into(),
+                content: prompt.into(),
             }],
             sampling: Some(pb::SamplingParams {
                 temperature: Some(0.0),
@@ -463,4 +468,70 @@ async fn a_frozen_stage_is_abandoned_when_gossip_declares_it_dead() {
         .unwrap_or_else(|| panic!("no recovery logged:\n{log}"));
     assert!(line.contains("is dead"), "{line}");
     eprintln!("frozen stage: stream ended {waited:?} after SIGSTOP; {line}");
+}
+
+/// Six streams share the batches of a 3-stage pipeline; the middle stage's agent dies while
+/// all of them are generating. Every stream completes, each with exactly the tokens of
+/// its undisturbed run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_dies_under_a_full_batch_and_every_stream_completes_unchanged() {
+    let Some(model) = model() else { return };
+    let (p1, p2, p3) = (Ports::new(), Ports::new(), Ports::new());
+    let mut agents = [
+        Agent::start("batch-1", p1, &[], &model),
+        Agent::start("batch-2", p2, &[p1.gossip], &model),
+        Agent::start("batch-3", p3, &[p1.gossip], &model),
+    ];
+    let before = {
+        let refs: Vec<&Agent> = agents.iter().collect();
+        converge(&refs).await
+    };
+    let idx = |id: &str| agents.iter().position(|a| a.id == id).unwrap();
+    let entry_port = agents[idx(&before[0].0)].ports.api;
+    let middle = idx(&before[1].0);
+    let prompts = [
+        "Write a long story about a brave knight and a dragon.",
+        "Describe a journey across the ocean in detail.",
+        "Explain how a steam engine works, step by step.",
+        "Tell the history of a small mountain village.",
+        "Write a letter to a friend about a summer holiday.",
+        "Describe a busy market in a large city.",
+    ];
+    // Undisturbed runs, one by one (retried while the plan still settles).
+    let mut calm = Vec::new();
+    for p in prompts {
+        let end = Instant::now() + LIMIT;
+        let r = loop {
+            let r = stream_prompt(entry_port, p, usize::MAX, || {}).await;
+            if r.error.is_none() || Instant::now() > end {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert!(r.error.is_none(), "{:?}", r.error);
+        calm.push(r.tokens);
+    }
+    // All at once; the middle stage dies once the first stream has 8 tokens.
+    let victim = std::sync::Mutex::new(Some(&mut agents[middle]));
+    let runs = prompts.iter().enumerate().map(|(i, p)| {
+        let victim = &victim;
+        async move {
+            stream_prompt(entry_port, p, if i == 0 { 8 } else { usize::MAX }, || {
+                if let Some(v) = victim.lock().unwrap().take() {
+                    v.kill();
+                }
+            })
+            .await
+        }
+    });
+    let got = futures::future::join_all(runs).await;
+    assert!(victim.lock().unwrap().is_none(), "the middle stage was killed");
+    for (i, g) in got.iter().enumerate() {
+        assert!(g.error.is_none(), "stream {i}: {:?}", g.error);
+        assert_eq!(g.tokens, calm[i], "stream {i} differs from its undisturbed run");
+    }
+    let log = strip_ansi(&agents[idx(&before[0].0)].log_text());
+    let recovered = log.lines().filter(|l| l.contains("pipeline recovered")).count();
+    eprintln!("{} streams completed unchanged; {recovered} recoveries logged", got.len());
+    assert!(recovered >= 1, "{log}");
 }
