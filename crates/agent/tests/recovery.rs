@@ -477,7 +477,7 @@ async fn a_frozen_stage_is_abandoned_when_gossip_declares_it_dead() {
 async fn a_stage_dies_under_a_full_batch_and_every_stream_completes_unchanged() {
     let Some(model) = model() else { return };
     let (p1, p2, p3) = (Ports::new(), Ports::new(), Ports::new());
-    let mut agents = [
+    let agents = [
         Agent::start("batch-1", p1, &[], &model),
         Agent::start("batch-2", p2, &[p1.gossip], &model),
         Agent::start("batch-3", p3, &[p1.gossip], &model),
@@ -488,7 +488,7 @@ async fn a_stage_dies_under_a_full_batch_and_every_stream_completes_unchanged() 
     };
     let idx = |id: &str| agents.iter().position(|a| a.id == id).unwrap();
     let entry_port = agents[idx(&before[0].0)].ports.api;
-    let middle = idx(&before[1].0);
+    let victim_pid = agents[idx(&before[1].0)].pid().unwrap().to_string();
     let prompts = [
         "Write a long story about a brave knight and a dragon.",
         "Describe a journey across the ocean in detail.",
@@ -512,20 +512,24 @@ async fn a_stage_dies_under_a_full_batch_and_every_stream_completes_unchanged() 
         calm.push(r.tokens);
     }
     // All at once; the middle stage dies once the first stream has 8 tokens.
-    let victim = std::sync::Mutex::new(Some(&mut agents[middle]));
+    let killed = std::sync::atomic::AtomicBool::new(false);
     let runs = prompts.iter().enumerate().map(|(i, p)| {
-        let victim = &victim;
+        let (killed, pid) = (&killed, &victim_pid);
         async move {
             stream_prompt(entry_port, p, if i == 0 { 8 } else { usize::MAX }, || {
-                if let Some(v) = victim.lock().unwrap().take() {
-                    v.kill();
+                if !killed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let ok = std::process::Command::new("kill")
+                        .args(["-KILL", pid])
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    assert!(ok, "kill -KILL {pid}");
                 }
             })
             .await
         }
     });
     let got = futures::future::join_all(runs).await;
-    assert!(victim.lock().unwrap().is_none(), "the middle stage was killed");
+    assert!(killed.into_inner(), "the middle stage was killed");
     for (i, g) in got.iter().enumerate() {
         assert!(g.error.is_none(), "stream {i}: {:?}", g.error);
         assert_eq!(g.tokens, calm[i], "stream {i} differs from its undisturbed run");
