@@ -17,8 +17,8 @@
 //!   -I$R/src/llama_cpp_python-0.3.36/vendor/llama.cpp/ggml/include -L$R/build/bin
 //!   -lggml -lggml-base -lggml-cpu -Wl,-rpath,$R/build/bin`
 //!
-//! With `--cpu-time` the 1-thread figures of our kernels are in the thread's CPU time (what
-//! a shared machine's time slices do not disturb; llama.cpp's stay wall-clock).
+//! With `--cpu-time` the 1-thread figures are in CPU time (ours: the thread's, llama.cpp's:
+//! the process's), which a shared machine's time slices do not disturb.
 //! The integer kernels use AVX512-VNNI where the CPU has it; `DLLM_NO_VNNI=1` measures
 //! their AVX2 path instead (same results). Weights are random blocks with sane f16 scales;
 //! activations are quantized once, outside the timings. Formats and engines alternate
@@ -227,16 +227,18 @@ fn min(a: &mut f64, b: f64) {
 }
 
 /// Seconds of llama.cpp's matmul (best of its own repetitions), from the harness's
-/// "NAME BUFT RxC n=N threads=T: X ms, ..." line.
-fn llama(bin: &str, args: &[&str]) -> f64 {
+/// "NAME BUFT RxC n=N threads=T: X ms, ...; cpu Y ms" line: X, or with `cpu` Y (the
+/// process's CPU time, the compute time on 1 thread).
+fn llama(bin: &str, args: &[&str], cpu: bool) -> f64 {
     let o = std::process::Command::new(bin)
         .args(args)
         .stderr(std::process::Stdio::null())
         .output()
         .expect("llama.cpp harness");
     let s = String::from_utf8_lossy(&o.stdout);
+    let field = if cpu { "cpu " } else { ": " };
     let ms: f64 = s
-        .split(": ")
+        .split(field)
         .nth(1)
         .and_then(|r| r.split(" ms").next())
         .and_then(|v| v.trim().parse().ok())
@@ -345,21 +347,22 @@ fn main() {
                     let (r, c) = (rows.to_string(), cols.to_string());
                     for (p, th) in [1, threads].iter().enumerate() {
                         let th = th.to_string();
+                        let cpu = cpu && p == 0;
                         for (ti, n) in tokens.iter().enumerate() {
                             let n = n.to_string();
                             min(
                                 &mut b.decode[p][ti],
-                                llama(bin, &[name, &r, &c, &n, &th, "5"]),
+                                llama(bin, &[name, &r, &c, &n, &th, "5"], cpu),
                             );
                         }
                         let (pr, pc, pn) = (prows.to_string(), pcols.to_string(), pn.to_string());
                         min(
                             &mut b.prompt[p],
-                            llama(bin, &[name, &pr, &pc, &pn, &th, "3"]),
+                            llama(bin, &[name, &pr, &pc, &pn, &th, "3"], cpu),
                         );
                     }
                     let l3 = l3_rows.to_string();
-                    min(&mut b.l3, llama(bin, &[name, &l3, &c, "1", "1", "10"]));
+                    min(&mut b.l3, llama(bin, &[name, &l3, &c, "1", "1", "10"], cpu));
                     continue;
                 }
                 let pk = match (engine.as_str(), &packs[k]) {
@@ -426,7 +429,7 @@ fn main() {
          (GB/s of weights), L3: {l3_rows}x{cols} x 1 token on 1 thread, prompt: {prows}x{pcols} \
          x {pn} tokens (GMAC/s)",
         if cpu {
-            " (ours on 1 thread in CPU time)"
+            " (1-thread figures in CPU time)"
         } else {
             ""
         },

@@ -1,7 +1,8 @@
 //! Activations of a matrix product: the f32 rows and, computed on first use, the 8-bit
 //! forms the integer kernels take (32-value blocks like llama.cpp's Q8_1, 256-value blocks
-//! like its Q8_K). Every row is quantized on its own, so a token's activations do not
-//! depend on the other tokens of a batch.
+//! like its Q8_K) and the bf16 form BF16 weights take (as llama.cpp rounds them). Every
+//! row is quantized on its own, so a token's activations do not depend on the other tokens
+//! of a batch.
 
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -41,6 +42,12 @@ impl Default for Q8KBlock {
 #[repr(transparent)]
 pub struct F32x8(pub [f32; 8]);
 
+/// Eight activations rounded to bf16 (to nearest, ties to even, as llama.cpp does), as
+/// raw bits.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(transparent)]
+pub struct BF16x8(pub [u16; 8]);
+
 /// An input batch `[n, cols]` in f32 and its quantized forms, made on first use.
 pub struct Input<'a> {
     pub x: &'a [f32],
@@ -48,6 +55,7 @@ pub struct Input<'a> {
     pub cols: usize,
     q8: OnceLock<Vec<Q8Block>>,
     q8k: OnceLock<Vec<Q8KBlock>>,
+    bf16: OnceLock<Vec<BF16x8>>,
 }
 
 impl<'a> Input<'a> {
@@ -60,6 +68,7 @@ impl<'a> Input<'a> {
             cols: x.len() / n.max(1),
             q8: OnceLock::new(),
             q8k: OnceLock::new(),
+            bf16: OnceLock::new(),
         }
     }
 }
@@ -88,6 +97,30 @@ impl Act for Q8KBlock {
             .q8k
             .get_or_init(|| quantize_all(input.x, 256, quantize_q8k))
     }
+}
+
+impl Act for BF16x8 {
+    const QK: usize = 8;
+    fn of<'b>(input: &'b Input) -> &'b [Self] {
+        input.bf16.get_or_init(|| {
+            input
+                .x
+                .chunks_exact(8)
+                .map(|c| BF16x8(std::array::from_fn(|i| to_bf16(c[i]))))
+                .collect()
+        })
+    }
+}
+
+/// `x` rounded to bf16 (to nearest, ties to even; NaNs stay NaNs), as llama.cpp's
+/// `ggml_compute_fp32_to_bf16`.
+#[inline]
+pub fn to_bf16(x: f32) -> u16 {
+    let u = x.to_bits();
+    if u & 0x7fff_ffff > 0x7f80_0000 {
+        return ((u >> 16) | 64) as u16;
+    }
+    (u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16
 }
 
 impl Act for F32x8 {
@@ -183,12 +216,13 @@ mod avx {
         let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         let amax = _mm_cvtss_f32(m4);
         let id = _mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
-        let i: [__m256i; 4] = std::array::from_fn(|k| {
-            _mm256_cvtps_epi32(_mm256_round_ps(
+        let mut i = [_mm256_setzero_si256(); 4];
+        for k in 0..4 {
+            i[k] = _mm256_cvtps_epi32(_mm256_round_ps(
                 _mm256_mul_ps(v[k], id),
                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-            ))
-        });
+            ));
+        }
         let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
         let s4 = _mm_add_epi32(
             _mm256_castsi256_si128(sum),
@@ -254,6 +288,25 @@ mod tests {
         for (q, v) in b.qs.iter().zip(&x) {
             assert!((*q as f32 * b.d - v).abs() <= b.d * 0.5 + 1e-6);
         }
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        for v in [
+            1.0f32,
+            -2.5,
+            3.0999,
+            1e-3,
+            65504.0,
+            f32::MAX,
+            1.0 + 1.0 / 256.0,
+        ] {
+            assert_eq!(to_bf16(v), half::bf16::from_f32(v).to_bits(), "{v}");
+        }
+        // Exactly halfway: to the even neighbour.
+        assert_eq!(to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert!(f32::from_bits((to_bf16(f32::NAN) as u32) << 16).is_nan());
     }
 
     #[test]

@@ -61,7 +61,7 @@ mod avx {
                 }
             }
         }
-        std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t])))
+        hsums(acc)
     }
 }
 

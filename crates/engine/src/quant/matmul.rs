@@ -2,8 +2,8 @@
 //! cut into chunks that the compute pool runs at once; inside a chunk, tiles of rows ×
 //! tokens go to the format's kernel: packed 8-row groups × up to 4 tokens where the
 //! weights were repacked ([`super::packed`]), else 4 rows × all tokens when decoding
-//! 1 to 3 tokens (each weight block unpacked once for them) and 2 rows × 4 tokens over
-//! blocks of tokens when processing a prompt.
+//! 1 to 3 tokens (each weight block unpacked once for them) and 2 (or the kernel's
+//! [`Kernel::prompt_rows`]) rows × 4 tokens over blocks of tokens when processing a prompt.
 
 use super::packed::{dispatch_packed, Packed};
 use super::{dispatch, Act, Format, Input, Kernel};
@@ -104,7 +104,8 @@ fn sweep<K: Kernel>(job: &Job, rows: Range<usize>, input: &Input, out: SendPtr) 
         1 => decode::<K, 1>(rows, row, |t| act(t), put),
         2 => decode::<K, 2>(rows, row, |t| act(t), put),
         3 => decode::<K, 3>(rows, row, |t| act(t), put),
-        _ => prompt::<K>(rows, n, row, |t| act(t), put),
+        _ if K::prompt_rows() == 4 => prompt::<K, 4>(rows, n, row, |t| act(t), put),
+        _ => prompt::<K, 2>(rows, n, row, |t| act(t), put),
     }
 }
 
@@ -143,10 +144,10 @@ fn decode<'w, 'a, K: Kernel, const T: usize>(
     }
 }
 
-/// Rows `rows` × `n` tokens (4 or more), over blocks of [`TOKEN_BLOCK`] tokens: 2 rows ×
-/// 4 tokens per kernel call, the last 1 to 3 tokens of a block in one call.
+/// Rows `rows` × `n` tokens (4 or more), over blocks of [`TOKEN_BLOCK`] tokens: `RR` rows
+/// × 4 tokens per kernel call, the last 1 to 3 tokens of a block in one call.
 #[inline(always)]
-fn prompt<'w, 'a, K: Kernel>(
+fn prompt<'w, 'a, K: Kernel, const RR: usize>(
     rows: Range<usize>,
     n: usize,
     row: impl Fn(usize) -> &'w [K::W],
@@ -156,38 +157,37 @@ fn prompt<'w, 'a, K: Kernel>(
     for tb in (0..n).step_by(TOKEN_BLOCK) {
         let te = (tb + TOKEN_BLOCK).min(n);
         let mut r = rows.start;
-        while r < rows.end {
+        while r + RR <= rows.end {
+            let w: [&[K::W]; RR] = std::array::from_fn(|i| row(r + i));
             let mut t = tb;
-            if r + 2 <= rows.end {
-                let w = [row(r), row(r + 1)];
-                while t + 4 <= te {
-                    let o = K::tile::<2, 4>(w, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
-                    store(o, r, t, &put);
-                    t += 4;
-                }
-                match te - t {
-                    0 => {}
-                    1 => store(K::tile::<2, 1>(w, [act(t)]), r, t, &put),
-                    2 => store(K::tile::<2, 2>(w, [act(t), act(t + 1)]), r, t, &put),
-                    _ => store(
-                        K::tile::<2, 3>(w, [act(t), act(t + 1), act(t + 2)]),
-                        r,
-                        t,
-                        &put,
-                    ),
-                }
-                r += 2;
-            } else {
-                let w = [row(r)];
-                while t + 4 <= te {
-                    let o = K::tile::<1, 4>(w, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
-                    store(o, r, t, &put);
-                    t += 4;
-                }
-                for t in t..te {
-                    store(K::tile::<1, 1>(w, [act(t)]), r, t, &put);
-                }
-                r += 1;
+            while t + 4 <= te {
+                let o = K::tile::<RR, 4>(w, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+                store(o, r, t, &put);
+                t += 4;
+            }
+            match te - t {
+                0 => {}
+                1 => store(K::tile::<RR, 1>(w, [act(t)]), r, t, &put),
+                2 => store(K::tile::<RR, 2>(w, [act(t), act(t + 1)]), r, t, &put),
+                _ => store(
+                    K::tile::<RR, 3>(w, [act(t), act(t + 1), act(t + 2)]),
+                    r,
+                    t,
+                    &put,
+                ),
+            }
+            r += RR;
+        }
+        for r in r..rows.end {
+            let w = [row(r)];
+            let mut t = tb;
+            while t + 4 <= te {
+                let o = K::tile::<1, 4>(w, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+                store(o, r, t, &put);
+                t += 4;
+            }
+            for t in t..te {
+                store(K::tile::<1, 1>(w, [act(t)]), r, t, &put);
             }
         }
     }

@@ -25,7 +25,7 @@ mod q6_k;
 mod q8_0;
 pub mod simd;
 
-pub use act::{Act, F32x8, Input, Q8Block, Q8KBlock};
+pub use act::{Act, BF16x8, F32x8, Input, Q8Block, Q8KBlock};
 pub use bf16::{BlockBF16, BF16};
 pub use f16::{BlockF16, F16};
 pub use f32::{BlockF32, F32};
@@ -61,6 +61,13 @@ pub trait Kernel: 'static {
 
     /// Writes the values of a row of blocks into `out` (`blocks * QK` values).
     fn dequantize(w: &[Self::W], out: &mut [f32]);
+
+    /// Rows per tile when processing a prompt (tiles of rows × 4 tokens): 2 or 4 (for
+    /// kernels with registers to spare on this CPU).
+    #[inline]
+    fn prompt_rows() -> usize {
+        2
+    }
 }
 
 /// The weight formats this engine runs.

@@ -107,7 +107,13 @@ mod avx {
                 }
             }
         }
-        std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t]) + summ[r][t]))
+        let mut out = hsums(acc);
+        for r in 0..R {
+            for t in 0..T {
+                out[r][t] += summ[r][t];
+            }
+        }
+        out
     }
 }
 

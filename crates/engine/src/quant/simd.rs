@@ -36,6 +36,46 @@ pub fn vnni() -> bool {
     })
 }
 
+/// Whether AVX512-BF16 on 256-bit registers can run here besides AVX2 (detected once).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn avx512bf16() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bf16")
+    })
+}
+
+/// Whether AVX-512 on 256-bit registers (AVX512VL: 32 of them) can run here besides AVX2
+/// (detected once).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn avx512vl() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        avx2() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// No AVX-512 off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub fn avx512bf16() -> bool {
+    false
+}
+
+/// No AVX-512 off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub fn avx512vl() -> bool {
+    false
+}
+
 /// No VNNI off x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
@@ -81,6 +121,36 @@ mod x86 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
         _mm_cvtss_f32(s)
+    }
+
+    /// [`hsum`] of every accumulator of a tile. (Loops, not `std::array::from_fn`: its
+    /// closure is not inlined into code compiled for other target features, which then
+    /// keeps the accumulators in memory.)
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C (see [`super::avx2`]).
+    #[inline(always)]
+    pub unsafe fn hsums<const R: usize, const T: usize>(acc: [[__m256; T]; R]) -> [[f32; T]; R] {
+        let mut out = [[0f32; T]; R];
+        for r in 0..R {
+            for t in 0..T {
+                out[r][t] = hsum(acc[r][t]);
+            }
+        }
+        out
+    }
+
+    /// The 8 lanes of each of `T` vectors.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C (see [`super::avx2`]).
+    #[inline(always)]
+    pub unsafe fn lanes<const T: usize>(acc: [__m256; T]) -> [[f32; 8]; T] {
+        let mut out = [[0f32; 8]; T];
+        for t in 0..T {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
     }
 
     /// 16 bytes of packed nibbles -> 32 unsigned bytes: low nibbles, then high nibbles.

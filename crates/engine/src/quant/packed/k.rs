@@ -203,7 +203,10 @@ mod avx {
             let b = w.get_unchecked(i);
             prefetch_ahead(b);
             let s = b.prep();
-            let ab: [&Q8KBlock; T] = std::array::from_fn(|t| a[t].get_unchecked(i));
+            let mut ab: [&Q8KBlock; T] = [a[0].get_unchecked(i); T];
+            for t in 1..T {
+                ab[t] = a[t].get_unchecked(i);
+            }
             let mut sumi = [_mm256_setzero_si256(); T];
             vec32::<D, B, T, 0>(b, &s, ab, &mut sumi);
             vec32::<D, B, T, 1>(b, &s, ab, &mut sumi);
@@ -233,10 +236,6 @@ mod avx {
                 acc[t] = _mm256_add_ps(acc[t], f);
             }
         }
-        std::array::from_fn(|t| {
-            let mut o = [0f32; 8];
-            _mm256_storeu_ps(o.as_mut_ptr(), acc[t]);
-            o
-        })
+        crate::quant::simd::lanes(acc)
     }
 }

@@ -58,9 +58,13 @@ mod avx {
 
         #[inline(always)]
         unsafe fn prep(&self) -> Self::S {
-            let s: [__m256i; 4] = std::array::from_fn(|k| load(self.scales.as_ptr().add(32 * k)));
+            let p = self.scales.as_ptr();
+            let s = [load(p), load(p.add(32)), load(p.add(64)), load(p.add(96))];
             let m4 = _mm256_set1_epi8(0x0f);
-            let mins = s.map(|v| _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+            let mut mins = s;
+            for m in mins.iter_mut() {
+                *m = _mm256_and_si256(_mm256_srli_epi16(*m, 4), m4);
+            }
             (s, mins)
         }
 

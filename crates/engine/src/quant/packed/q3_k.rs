@@ -80,12 +80,14 @@ mod avx {
                 _mm256_and_si256(_mm256_srli_epi16(w2, 4), m2),
                 _mm256_and_si256(_mm256_srli_epi16(w2, 6), m2),
             ];
-            std::array::from_fn(|k| {
-                _mm256_sub_epi8(
+            let mut sc = low;
+            for k in 0..4 {
+                sc[k] = _mm256_sub_epi8(
                     _mm256_or_si256(low[k], _mm256_slli_epi16(high[k], 4)),
                     _mm256_set1_epi8(32),
-                )
-            })
+                );
+            }
+            sc
         }
 
         #[inline(always)]

@@ -75,11 +75,7 @@ unsafe fn body<D: super::dot::Dot, const T: usize>(
             acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(ab.s), acc[t]);
         }
     }
-    std::array::from_fn(|t| {
-        let mut o = [0f32; 8];
-        _mm256_storeu_ps(o.as_mut_ptr(), acc[t]);
-        o
-    })
+    crate::quant::simd::lanes(acc)
 }
 
 packed_tiles!(BlockQ4_1x8, Q8Block, body);

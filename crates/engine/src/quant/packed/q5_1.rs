@@ -72,11 +72,7 @@ unsafe fn body<D: super::dot::Dot, const T: usize>(
             acc[t] = _mm256_add_ps(acc[t], f);
         }
     }
-    std::array::from_fn(|t| {
-        let mut o = [0f32; 8];
-        _mm256_storeu_ps(o.as_mut_ptr(), acc[t]);
-        o
-    })
+    crate::quant::simd::lanes(acc)
 }
 
 packed_tiles!(BlockQ5_1x8, Q8Block, body);

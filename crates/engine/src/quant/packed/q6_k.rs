@@ -56,7 +56,8 @@ mod avx {
 
         #[inline(always)]
         unsafe fn prep(&self) -> [__m256i; 4] {
-            std::array::from_fn(|k| load(self.scales.as_ptr().add(32 * k)))
+            let p = self.scales.as_ptr();
+            [load(p), load(p.add(32)), load(p.add(64)), load(p.add(96))]
         }
 
         #[inline(always)]

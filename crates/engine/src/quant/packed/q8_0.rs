@@ -52,10 +52,10 @@ unsafe fn body<D: super::dot::Dot, const T: usize>(
         let b = w.get_unchecked(i);
         super::prefetch_ahead(b);
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i));
-        let q: [__m256i; 8] =
-            std::array::from_fn(
-                |g| _mm256_loadu_si256(b.qs.as_ptr().add(32 * g) as *const __m256i),
-            );
+        let mut q = [_mm256_setzero_si256(); 8];
+        for (g, qg) in q.iter_mut().enumerate() {
+            *qg = _mm256_loadu_si256(b.qs.as_ptr().add(32 * g) as *const __m256i);
+        }
         for t in 0..T {
             let ab = a[t].get_unchecked(i);
             let p = ab.qs.as_ptr();
@@ -67,11 +67,7 @@ unsafe fn body<D: super::dot::Dot, const T: usize>(
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[t]);
         }
     }
-    std::array::from_fn(|t| {
-        let mut o = [0f32; 8];
-        _mm256_storeu_ps(o.as_mut_ptr(), acc[t]);
-        o
-    })
+    crate::quant::simd::lanes(acc)
 }
 
 packed_tiles!(BlockQ8_0x8, Q8Block, body);
