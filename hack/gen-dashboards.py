@@ -165,8 +165,8 @@ network = dashboard("dllm-network", "distributed-llm / Network topology and perf
         (f"sum by (node, peer) (rate(distributed_llm_network_messages_sent_total{{{N}}}[{RI}]))", "{{node}} -> {{peer}} sent"),
         (f"sum by (node, peer) (rate(distributed_llm_network_messages_received_total{{{N}}}[{RI}]))", "{{node}} <- {{peer}} received"),
     ], 0, 16),
-    ts("Hop latency", quantiles("distributed_llm_hop_latency_seconds", "node, peer", "{{node}} -> {{peer}}"), 12, 16, unit="s",
-       desc="Round trip of one pipeline hop: send the hidden state, get the answer"),
+    ts("Link latency", quantiles("distributed_llm_hop_latency_seconds", "node, peer", "{{node}} -> {{peer}}"), 12, 16, unit="s",
+       desc="Round trip of the pings on each pipeline link (hidden states go stage to stage, tokens to the entry agent)"),
     ts("Mean hop latency", [
         (f"sum by (node, peer) (rate(distributed_llm_hop_latency_seconds_sum{{{N}}}[{RI}])) / "
          f"sum by (node, peer) (rate(distributed_llm_hop_latency_seconds_count{{{N}}}[{RI}]))", "{{node}} -> {{peer}}")],
@@ -190,9 +190,31 @@ inference = dashboard("dllm-inference", "distributed-llm / Inference requests", 
         (f"sum by (node) (rate(distributed_llm_inference_prompt_tokens_total{{{N}}}[{RI}]))", "{{node}} prompt"),
     ], 12, 16),
     ts("Generation speed of the last request", [(f"distributed_llm_inference_tokens_per_second{{{N}}}", "{{node}}")], 0, 24),
-    ts("Stage compute per pipeline step", quantiles("distributed_llm_stage_forward_seconds", "node", "{{node}}"), 12, 24, unit="s",
-       desc="Forward time of each agent's own layers"),
-], "Request rates, latencies and token throughput")
+    ts("Stage compute per batch", quantiles("distributed_llm_stage_forward_seconds", "node", "{{node}}"), 12, 24, unit="s",
+       desc="Forward time of each agent's own layers for one batch"),
+    ts("Sequences per batch", [
+        (f"sum by (node) (rate(distributed_llm_stage_batch_sequences_sum{{{N}}}[{RI}])) / "
+         f"sum by (node) (rate(distributed_llm_stage_batch_sequences_count{{{N}}}[{RI}]))", "{{node}} mean"),
+        (f"histogram_quantile(0.95, sum by (node, le) (rate(distributed_llm_stage_batch_sequences_bucket{{{N}}}[{RI}])))", "{{node}} p95"),
+    ], 0, 32, desc="Continuous batching: how many sequences share one pass over the weights"),
+    ts("Queues", [
+        (f"distributed_llm_inference_queued_requests{{{N}}}", "{{node}} requests waiting for admission"),
+        (f"distributed_llm_stage_queued_steps{{{N}}}", "{{node}} steps waiting for the stage"),
+        (f"distributed_llm_pipeline_sessions{{{N}}}", "{{node}} open sequences"),
+    ], 12, 32),
+    ts("KV cache", [
+        (f"distributed_llm_kv_cache_bytes{{{N}}}", "{{node}} {{kind}}"),
+    ], 0, 40, unit="bytes", desc="KV memory of open sequences and of the prefix cache"),
+    ts("Prefix cache hit ratio", [
+        (f"sum by (node) (rate(distributed_llm_prefix_cache_hits_total{{{N}}}[{RI}])) / "
+         f"(sum by (node) (rate(distributed_llm_prefix_cache_hits_total{{{N}}}[{RI}])) + "
+         f"sum by (node) (rate(distributed_llm_prefix_cache_misses_total{{{N}}}[{RI}])))", "{{node}}"),
+    ], 12, 40, unit="percentunit", desc="Sequences opened on a cached prefix over those that asked for one"),
+    ts("Recoveries", [
+        (f"sum by (node) (increase(distributed_llm_pipeline_recoveries_total{{{N}}}[$__range]))", "{{node}}"),
+    ], 0, 48, desc="Requests replayed on a new plan after a stage failed"),
+    stat("KV capacity (positions)", f"sum(distributed_llm_kv_cache_capacity_positions{{{N}}})", 12, 48),
+], "Request rates, latencies, token throughput, batching and KV cache")
 
 for name, d in [("cluster-overview", overview), ("resources", resources), ("network", network), ("inference", inference)]:
     (OUT / f"{name}.json").write_text(json.dumps(d, indent=2) + "\n")
