@@ -42,6 +42,12 @@ bench-matrix: ## Engine vs llama.cpp over shapes x quantizations (BENCH_MATRIX_A
 	bash scripts/llama-cpp.sh build
 	eval "$$(bash scripts/llama-cpp.sh env)" && "$$PY" scripts/bench-matrix.py $(BENCH_MATRIX_ARGS)
 
+.PHONY: bench-serving
+bench-serving: ## Serving: agents vs llama-server, concurrent streams, 1B over 3 agents vs RPC, 3 vs 1 (BENCH_SERVING_ARGS="--rounds 2 --markdown")
+	cargo build --release --bin agent
+	bash scripts/llama-cpp.sh build
+	eval "$$(bash scripts/llama-cpp.sh env)" && "$$PY" scripts/bench-serving.py --no-build $(BENCH_SERVING_ARGS)
+
 model: build ## Fetch the default model into ~/.cache/distributed-llm/models (agent fetch-model)
 ifneq ($(filter-out SmolLM2-135M-Instruct.Q4_1.gguf,$(MODEL_FILE)),)
 	@echo "[model] MODEL_FILE=$(MODEL_FILE): your own model, nothing to fetch"

@@ -44,6 +44,10 @@ wait_screen() { # wait_screen <seconds> <description> <command on $s...>
     local secs="$1" what="$2" end; shift 2
     end=$((SECONDS + secs))
     until s=$(screen) && "$@" "$s"; do
+        tmux has-session -t "$SESSION" 2>/dev/null || { echo "the tmux session is gone (waiting for $what)"; return 1; }
+        if [[ $s == *"local-dev-tui.sh exited with"* && $what != "the TUI to exit" ]]; then
+            echo "local-dev-tui.sh ended while waiting for $what; screen:"; echo "$s"; return 1
+        fi
         ((SECONDS < end)) || { echo "timed out waiting for $what; screen:"; echo "$s"; return 1; }
         sleep 0.3
     done

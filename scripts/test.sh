@@ -52,7 +52,7 @@ if [[ "${SKIP_LINT:-0}" != 1 ]]; then
     step "cargo clippy -D warnings" cargo clippy --workspace --all-targets -q -- -D warnings
 fi
 step "build binaries" cargo build --workspace --bins -q
-step "cargo test (all crates)" cargo test --workspace -q
+step "cargo test (all crates)" cargo test --workspace --no-fail-fast -q
 if [[ "${SKIP_E2E:-0}" != 1 ]]; then
     step "offline deploy checks (compose, promtool, dashboards, kustomize)" bash hack/check-deploy.sh
     for s in scripts/e2e-queries.sh scripts/e2e-partition.sh scripts/e2e-compose.sh scripts/e2e-local-dev.sh; do

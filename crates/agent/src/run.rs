@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::ServeArgs;
-use crate::node::membership::{GossipConfig, Membership};
-use crate::metrics::Metrics;
-use crate::node::placement::{initial_advert, placement_loop};
 use crate::api::App;
+use crate::config::ServeArgs;
+use crate::metrics::Metrics;
+use crate::node::membership::{GossipConfig, Membership};
+use crate::node::placement::{initial_advert, placement_loop};
 use crate::node::state::{Addresses, AgentState, ModelHandle};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::serving::admission::Admission;
@@ -130,7 +130,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tokio::spawn(async move {
             while capacity.changed().await.is_ok() {
                 let cap = *capacity.borrow_and_update();
-                serving.admission.set_budget(if cap == 0 { unbounded } else { cap });
+                serving
+                    .admission
+                    .set_budget(if cap == 0 { unbounded } else { cap });
             }
         });
     }

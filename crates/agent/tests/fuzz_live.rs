@@ -14,8 +14,8 @@ use proto::v1::{
     link_msg, GenerateRequest, LinkFrame, LinkHello, LinkMsg, RouteHop, SamplingParams, SeqOpen,
     SeqStep,
 };
-use tokio_stream::StreamExt;
 use proto::InferenceServiceClient;
+use tokio_stream::StreamExt;
 
 const CALL: Duration = Duration::from_secs(30);
 
@@ -71,9 +71,14 @@ fn any_step() -> impl Strategy<Value = SeqStep> {
 
 /// Sends frames then a ping on a fresh Link: `Err(message)` if a fault came back first,
 /// `Ok(())` if the pong did; panics on a hang, a fault without a message or a link error.
-async fn link_outcome(ch: tonic::transport::Channel, mut frames: Vec<LinkFrame>) -> Result<(), String> {
+async fn link_outcome(
+    ch: tonic::transport::Channel,
+    mut frames: Vec<LinkFrame>,
+) -> Result<(), String> {
     frames.push(LinkFrame {
-        msgs: vec![LinkMsg { msg: Some(link_msg::Msg::Ping(1)) }],
+        msgs: vec![LinkMsg {
+            msg: Some(link_msg::Msg::Ping(1)),
+        }],
     });
     let r = proto::PipelineServiceClient::new(ch)
         .link(tokio_stream::iter(frames).chain(tokio_stream::pending()))
@@ -115,7 +120,10 @@ fn random_steps_and_generate_requests_are_served_or_refused_clearly() {
 
     let tally = std::cell::RefCell::new([[0usize; 2]; 2]);
     let cfg = ProptestConfig::with_cases(64);
-    let (node, addr) = ("fuzz-live".to_string(), format!("127.0.0.1:{}", a.ports.api));
+    let (node, addr) = (
+        "fuzz-live".to_string(),
+        format!("127.0.0.1:{}", a.ports.api),
+    );
     proptest!(cfg, |(start in prop_oneof![Just(0u32), 0u32..40], end in prop_oneof![Just(30u32), 0u32..40], steps in proptest::collection::vec(step_strategy(), 1..3))| {
         let hello = LinkMsg { msg: Some(link_msg::Msg::Hello(LinkHello { node_id: "prop".into(), ..Default::default() })) };
         let open = LinkMsg {

@@ -308,7 +308,10 @@ async fn a_thousand_malformed_requests_crash_nothing() {
                     1 => (u32::MAX, 16, vec![1; 3]),
                     _ => (7, 28, vec![1, 2]),
                 };
-                let frames = vec![frame(vec![hello()]), frame(vec![step(d, rng.bytes(len), tokens)])];
+                let frames = vec![
+                    frame(vec![hello()]),
+                    frame(vec![step(d, rng.bytes(len), tokens)]),
+                ];
                 link_answer(&ch, frames).await
             }
             7 => {
@@ -316,10 +319,18 @@ async fn a_thousand_malformed_requests_crash_nothing() {
                 // sequence, then a ping. Empty steps are refused on the link (a fault
                 // frame); out-of-vocabulary ids by the stage, which tells the origin (the
                 // agent itself): the link then answers the ping.
-                let tokens = if i % 2 == 0 { vec![u32::MAX, 4_000_000] } else { vec![] };
+                let tokens = if i % 2 == 0 {
+                    vec![u32::MAX, 4_000_000]
+                } else {
+                    vec![]
+                };
                 let frames = vec![
                     frame(vec![hello()]),
-                    frame(vec![open(0, 30, &node, &addr), step(0, vec![], tokens), link_msg::Msg::Close(7)]),
+                    frame(vec![
+                        open(0, 30, &node, &addr),
+                        step(0, vec![], tokens),
+                        link_msg::Msg::Close(7),
+                    ]),
                     frame(vec![link_msg::Msg::Ping(1)]),
                 ];
                 let s = link_answer(&ch, frames).await;

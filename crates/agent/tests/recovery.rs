@@ -74,7 +74,12 @@ async fn stream(port: u16, kill_at: usize, on_kill: impl FnMut()) -> Streamed {
 }
 
 /// [`stream`] with another prompt.
-async fn stream_prompt(port: u16, prompt: &str, kill_at: usize, mut on_kill: impl FnMut()) -> Streamed {
+async fn stream_prompt(
+    port: u16,
+    prompt: &str,
+    kill_at: usize,
+    mut on_kill: impl FnMut(),
+) -> Streamed {
     let fut = async {
         let mut client = proto::InferenceServiceClient::connect(format!("http://127.0.0.1:{port}"))
             .await
@@ -532,10 +537,19 @@ async fn a_stage_dies_under_a_full_batch_and_every_stream_completes_unchanged() 
     assert!(killed.into_inner(), "the middle stage was killed");
     for (i, g) in got.iter().enumerate() {
         assert!(g.error.is_none(), "stream {i}: {:?}", g.error);
-        assert_eq!(g.tokens, calm[i], "stream {i} differs from its undisturbed run");
+        assert_eq!(
+            g.tokens, calm[i],
+            "stream {i} differs from its undisturbed run"
+        );
     }
     let log = strip_ansi(&agents[idx(&before[0].0)].log_text());
-    let recovered = log.lines().filter(|l| l.contains("pipeline recovered")).count();
-    eprintln!("{} streams completed unchanged; {recovered} recoveries logged", got.len());
+    let recovered = log
+        .lines()
+        .filter(|l| l.contains("pipeline recovered"))
+        .count();
+    eprintln!(
+        "{} streams completed unchanged; {recovered} recoveries logged",
+        got.len()
+    );
     assert!(recovered >= 1, "{log}");
 }

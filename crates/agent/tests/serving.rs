@@ -28,7 +28,9 @@ async fn healthy(agents: &[&Agent]) {
             if r.status != 200 {
                 return None;
             }
-            let r = post_json(&a.url("/v1/chat/completions"), &chat_body("Hi", 1, false)).await.ok()?;
+            let r = post_json(&a.url("/v1/chat/completions"), &chat_body("Hi", 1, false))
+                .await
+                .ok()?;
             (r.status == 200).then_some(())
         })
         .await;
@@ -37,7 +39,10 @@ async fn healthy(agents: &[&Agent]) {
 
 /// A metric's value summed over its series (0 when absent).
 async fn metric(a: &Agent, name: &str) -> f64 {
-    let text = get(&a.metrics_url()).await.map(|r| r.text()).unwrap_or_default();
+    let text = get(&a.metrics_url())
+        .await
+        .map(|r| r.text())
+        .unwrap_or_default();
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
@@ -45,7 +50,9 @@ async fn metric(a: &Agent, name: &str) -> f64 {
 }
 
 async fn chat(port_url: String, prompt: &str) -> String {
-    let r = post_json(&port_url, &chat_body(prompt, 24, false)).await.expect("chat");
+    let r = post_json(&port_url, &chat_body(prompt, 24, false))
+        .await
+        .expect("chat");
     assert_eq!(r.status, 200, "{}", r.text());
     content(&r)
 }
@@ -58,7 +65,11 @@ async fn concurrent_equals_alone(entry: &Agent, batch_metric_of: &Agent) {
         alone.push(chat(url.clone(), p).await);
     }
     let (count0, sum0) = (
-        metric(batch_metric_of, "distributed_llm_stage_batch_sequences_count").await,
+        metric(
+            batch_metric_of,
+            "distributed_llm_stage_batch_sequences_count",
+        )
+        .await,
         metric(batch_metric_of, "distributed_llm_stage_batch_sequences_sum").await,
     );
     let runs: Vec<_> = PROMPTS
@@ -68,14 +79,31 @@ async fn concurrent_equals_alone(entry: &Agent, batch_metric_of: &Agent) {
         .collect();
     for (i, r) in runs.into_iter().enumerate() {
         let text = r.await.unwrap();
-        assert_eq!(text, alone[i % PROMPTS.len()], "prompt {} in a batch", i % PROMPTS.len());
+        assert_eq!(
+            text,
+            alone[i % PROMPTS.len()],
+            "prompt {} in a batch",
+            i % PROMPTS.len()
+        );
     }
     let (count, sum) = (
-        metric(batch_metric_of, "distributed_llm_stage_batch_sequences_count").await - count0,
+        metric(
+            batch_metric_of,
+            "distributed_llm_stage_batch_sequences_count",
+        )
+        .await
+            - count0,
         metric(batch_metric_of, "distributed_llm_stage_batch_sequences_sum").await - sum0,
     );
-    eprintln!("{} concurrent requests: {count} batches, {:.2} sequences per batch", 2 * PROMPTS.len(), sum / count);
-    assert!(sum / count > 1.5, "concurrent requests share batches ({sum} sequence steps in {count} batches)");
+    eprintln!(
+        "{} concurrent requests: {count} batches, {:.2} sequences per batch",
+        2 * PROMPTS.len(),
+        sum / count
+    );
+    assert!(
+        sum / count > 1.5,
+        "concurrent requests share batches ({sum} sequence steps in {count} batches)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,7 +134,12 @@ async fn three_agents_batch_concurrent_streams_without_changing_tokens() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| (x["start"].as_u64().unwrap() as usize, x["end"].as_u64().unwrap() as usize))
+        .map(|x| {
+            (
+                x["start"].as_u64().unwrap() as usize,
+                x["end"].as_u64().unwrap() as usize,
+            )
+        })
         .collect();
     let want = reference_split(&model, &split, PROMPTS[0], 24);
     assert_eq!(chat(b.url("/v1/chat/completions"), PROMPTS[0]).await, want);
@@ -127,7 +160,8 @@ async fn a_repeated_multi_turn_prompt_hits_the_prefix_cache() {
     healthy(&[&a, &b]).await;
     let url = a.url("/v1/chat/completions");
     let system = "You are a patient teacher who explains things step by step with examples.";
-    let turn = |msgs: &Value| json!({"messages": msgs, "max_tokens": 16, "temperature": 0}).to_string();
+    let turn =
+        |msgs: &Value| json!({"messages": msgs, "max_tokens": 16, "temperature": 0}).to_string();
     let mut msgs = json!([
         {"role": "system", "content": system},
         {"role": "user", "content": "What is a prime number?"}
@@ -136,7 +170,10 @@ async fn a_repeated_multi_turn_prompt_hits_the_prefix_cache() {
     assert_eq!(r.status, 200, "{}", r.text());
     let v: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
-    let answer = v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let answer = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let hits0 = metric(&a, "distributed_llm_prefix_cache_hits_total").await
         + metric(&b, "distributed_llm_prefix_cache_hits_total").await;
     msgs.as_array_mut().unwrap().extend([
@@ -146,7 +183,9 @@ async fn a_repeated_multi_turn_prompt_hits_the_prefix_cache() {
     let r = post_json(&url, &turn(&msgs)).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let v: Value = serde_json::from_slice(&r.body).unwrap();
-    let cached = v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    let cached = v["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
     let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
     eprintln!("second turn: {cached} of {prompt} prompt tokens from the prefix cache");
     assert!(cached >= 30 && cached < prompt, "{v}");
@@ -156,7 +195,12 @@ async fn a_repeated_multi_turn_prompt_hits_the_prefix_cache() {
     // Reused or not, the answer is the same as the engine's from scratch.
     let fresh = Agent::start("prefix-fresh", Ports::new(), &[], &model);
     healthy(&[&fresh]).await;
-    let r2 = post_json(&fresh.url("/v1/chat/completions"), &turn(&msgs)).await.unwrap();
+    let r2 = post_json(&fresh.url("/v1/chat/completions"), &turn(&msgs))
+        .await
+        .unwrap();
     let v2: Value = serde_json::from_slice(&r2.body).unwrap();
-    assert_eq!(v["choices"][0]["message"]["content"], v2["choices"][0]["message"]["content"]);
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        v2["choices"][0]["message"]["content"]
+    );
 }

@@ -38,7 +38,9 @@ impl HiddenState {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         if let Some(v) = data.iter().find(|v| !v.is_finite()) {
-            return Err(EngineError::InvalidInput(format!("hidden state holds a non-finite value ({v})")));
+            return Err(EngineError::InvalidInput(format!(
+                "hidden state holds a non-finite value ({v})"
+            )));
         }
         Ok(HiddenState {
             n_tokens,

@@ -5,13 +5,15 @@
 //! - [`quant`]: weight formats, one file each, behind one kernel trait; parallel matmul.
 //! - [`block`]: shared building blocks (projections, norms, RoPE, attention, FFN, MoE).
 //! - [`arch`]: one small file per model family, mapping its metadata to a spec.
-//! - [`model`]: a stage (layer range) and its batched forward pass.
+//! - [`model`]: a stage (layer range) and its batched forward pass (logits or embeddings).
+//! - [`constrain`]: constrained decoding (JSON schema, regex, grammars) with llguidance.
 //!
 //! See `docs/architecture.md` for how the crates fit together.
 
 pub mod arch;
 pub mod block;
 pub mod chat;
+pub mod constrain;
 pub mod error;
 pub mod fetch;
 pub mod generate;
@@ -23,11 +25,12 @@ pub mod sampling;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
+pub use constrain::{Constraint, Matcher, TokenEnv};
 pub use error::{EngineError, Result};
 pub use generate::{even_split, FinishReason, Generation, Generator, StopFilter};
 pub use gguf::{GgufFile, ModelInfo};
 pub use hidden::HiddenState;
-pub use model::{KvCache, Seq, Stage, StageInput, StageOutput};
+pub use model::{KvCache, Output, Pooling, Seq, Stage, StageInput, StageOutput};
 pub use sampling::{argmax, Sampler, SamplingParams};
 pub use tokenizer::{TextStream, Tokenizer};
 

@@ -13,6 +13,7 @@
 //! [`FILE_DESCRIPTOR_SET`] feeds `tonic-reflection` (v1 and v1alpha).
 
 /// Generated messages, clients (`*_client`) and servers (`*_server`).
+#[allow(clippy::large_enum_variant)] // prost's oneof enums hold messages inline
 pub mod v1 {
     tonic::include_proto!("distributed_llm.v1");
 }

@@ -22,7 +22,11 @@ impl PipelineService for Counter {
         request: Request<Streaming<LinkFrame>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
         let mut input = request.into_inner();
-        match input.message().await?.and_then(|f| f.msgs.into_iter().next()) {
+        match input
+            .message()
+            .await?
+            .and_then(|f| f.msgs.into_iter().next())
+        {
             Some(LinkMsg {
                 msg: Some(Msg::Hello(_)),
             }) => {}
@@ -34,10 +38,14 @@ impl PipelineService for Counter {
             let mut msgs = Vec::new();
             for m in frame.msgs {
                 match m.msg {
-                    Some(Msg::Ping(t)) => msgs.push(LinkMsg { msg: Some(Msg::Pong(t)) }),
+                    Some(Msg::Ping(t)) => msgs.push(LinkMsg {
+                        msg: Some(Msg::Pong(t)),
+                    }),
                     Some(Msg::Step(s)) => {
                         seen += s.tokens.len() as u64;
-                        msgs.push(LinkMsg { msg: Some(Msg::Pong(seen)) });
+                        msgs.push(LinkMsg {
+                            msg: Some(Msg::Pong(seen)),
+                        });
                     }
                     _ => return Err(Status::invalid_argument("unexpected message")),
                 }

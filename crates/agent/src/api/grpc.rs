@@ -12,10 +12,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::convert::{member_to_proto, plan_to_proto, range_to_proto, resources_to_proto};
-use crate::metrics::RequestStatus;
 use crate::api::openai::{validate_messages, Message, MAX_TOKENS_LIMIT};
-use crate::serving::{GenError, GenEvent, GenRequest, Serving};
+use crate::metrics::RequestStatus;
 use crate::node::state::AgentState;
+use crate::serving::{GenError, GenEvent, GenRequest, Serving};
 
 /// Map a generation error to a gRPC status.
 pub fn status_of(e: &GenError) -> Status {
@@ -120,7 +120,11 @@ pub fn snapshot(state: &AgentState) -> pb::MetricsSnapshot {
         cpu_usage_percent: r.cpu_usage_percent as f32,
         memory_used_bytes: r.memory_used,
         memory_total_bytes: r.memory_total,
-        gpus: r.gpus.iter().map(crate::api::convert::gpu_to_proto).collect(),
+        gpus: r
+            .gpus
+            .iter()
+            .map(crate::api::convert::gpu_to_proto)
+            .collect(),
         requests_in_flight: m.active_requests.get().max(0) as u32,
         requests_ok_total: m.requests_with(RequestStatus::Ok),
         requests_error_total: m.requests_with(RequestStatus::Error),
@@ -291,6 +295,7 @@ impl InferenceService for InferenceSvc {
             request_id: request_id.clone(),
             prompt_tokens,
             params,
+            constraint: None,
         };
         let mut events = self.serving.start(gen).map_err(reject)?;
         let (tx, rx) = mpsc::channel(64);

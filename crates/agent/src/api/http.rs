@@ -17,9 +17,9 @@ use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::api::grpc::chat_tokens;
-use crate::metrics::RequestStatus;
 use crate::api::openai::*;
 use crate::api::App;
+use crate::metrics::RequestStatus;
 use crate::serving::{GenError, GenEvent, GenRequest};
 
 type AppState = Arc<App>;
@@ -222,6 +222,7 @@ async fn chat_completions(
         request_id: id.clone(),
         prompt_tokens,
         params,
+        constraint: None,
     };
     let events = s.serving.start(gen).map_err(|e| reject(e.into()))?;
     let model = s.model.id.clone();

@@ -41,6 +41,9 @@ pub struct ResourceMonitor {
     pid: Pid,
     /// The cgroup CPU quota in CPUs (read once: it does not change under a process).
     cpu_quota: Option<f64>,
+    /// The process's CPU time (ms) at the previous sample, and when it was taken: usage
+    /// is the CPU time spent between two samples over the wall time between them.
+    last_cpu: Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 impl Default for ResourceMonitor {
@@ -84,7 +87,28 @@ impl ResourceMonitor {
             nvml,
             pid,
             cpu_quota,
+            last_cpu: Mutex::new(None),
         }
+    }
+
+    /// Percent of one CPU this process used since the previous sample, from its
+    /// accumulated CPU time (`cpu_ms`); 0 on the first sample.
+    fn cpu_since_last(&self, cpu_ms: u64) -> f64 {
+        let now = std::time::Instant::now();
+        let mut last = self.last_cpu.lock().unwrap_or_else(|p| p.into_inner());
+        let pct = match *last {
+            Some((t, ms)) => {
+                let wall = now.duration_since(t).as_secs_f64() * 1000.0;
+                if wall > 0.0 {
+                    cpu_ms.saturating_sub(ms) as f64 / wall * 100.0
+                } else {
+                    0.0
+                }
+            }
+            None => 0.0,
+        };
+        *last = Some((now, cpu_ms));
+        pct
     }
 
     /// Take a fresh sample.
@@ -113,11 +137,11 @@ impl ResourceMonitor {
             .map(|n| n.get() as u32)
             .unwrap_or(sys.cpus().len().max(1) as u32);
         let limit = cpu_limit(cpu_cores, self.cpu_quota);
-        // sysinfo: percent of one CPU (200 = two CPUs busy).
-        let process_cpu = sys
-            .process(self.pid)
-            .map(|p| f64::from(p.cpu_usage()))
-            .unwrap_or(0.0);
+        // Percent of one CPU (200 = two CPUs busy).
+        let process_cpu = match sys.process(self.pid) {
+            Some(p) => self.cpu_since_last(p.accumulated_cpu_time()),
+            None => 0.0,
+        };
         let (memory_total, memory_available) = match sys.cgroup_limits() {
             Some(cg) if cg.total_memory > 0 && cg.total_memory < sys.total_memory() => {
                 (cg.total_memory, cg.free_memory.min(sys.available_memory()))

@@ -5,8 +5,8 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::watch;
 use std::time::Instant;
+use tokio::sync::watch;
 
 use engine::{ChatTemplate, ModelInfo, Stage, Tokenizer};
 use tonic::transport::Channel;
@@ -25,6 +25,8 @@ pub struct ModelHandle {
     pub template: ChatTemplate,
     /// Tokens that end generation (the tokenizer's end-of-generation set).
     pub stop_tokens: Vec<u32>,
+    /// The vocabulary as constrained decoding sees it (built on first use).
+    token_env: std::sync::OnceLock<Option<Arc<engine::constrain::TokenEnv>>>,
 }
 
 impl ModelHandle {
@@ -34,6 +36,7 @@ impl ModelHandle {
         let tokenizer = Tokenizer::from_gguf(&path)?;
         let template = ChatTemplate::from_gguf(&path)?;
         let stop_tokens = tokenizer.eog_ids().to_vec();
+        let token_env = std::sync::OnceLock::new();
         let id = model_id(&path);
         Ok(Self {
             path,
@@ -42,7 +45,21 @@ impl ModelHandle {
             tokenizer,
             template,
             stop_tokens,
+            token_env,
         })
+    }
+
+    /// The vocabulary for constrained decoding (`None` if it cannot be built; logged).
+    pub fn token_env(&self) -> Option<Arc<engine::constrain::TokenEnv>> {
+        self.token_env
+            .get_or_init(|| match engine::constrain::TokenEnv::new(&self.tokenizer) {
+                Ok(e) => Some(Arc::new(e)),
+                Err(e) => {
+                    tracing::warn!("constrained decoding unavailable: {e}");
+                    None
+                }
+            })
+            .clone()
     }
 }
 

@@ -114,7 +114,9 @@ async fn run_link(
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let mut answers = client
-        .link(crate::security::with_cluster_token(Request::new(ReceiverStream::new(frx))))
+        .link(crate::security::with_cluster_token(Request::new(
+            ReceiverStream::new(frx),
+        )))
         .await
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
         .into_inner();
@@ -199,7 +201,10 @@ type LinkStream = Pin<Box<dyn Stream<Item = Result<LinkFrame, Status>> + Send>>;
 impl PipelineService for PipelineSvc {
     type LinkStream = LinkStream;
 
-    async fn link(&self, request: Request<Streaming<LinkFrame>>) -> Result<Response<LinkStream>, Status> {
+    async fn link(
+        &self,
+        request: Request<Streaming<LinkFrame>>,
+    ) -> Result<Response<LinkStream>, Status> {
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await?.map(|f| f.msgs.into_iter().next()) {
             Some(Some(LinkMsg {
@@ -232,7 +237,9 @@ impl PipelineService for PipelineSvc {
                 for m in f.msgs {
                     let Some(m) = m.msg else { continue };
                     if let link_msg::Msg::Ping(t) = m {
-                        let pong = LinkMsg { msg: Some(link_msg::Msg::Pong(t)) };
+                        let pong = LinkMsg {
+                            msg: Some(link_msg::Msg::Pong(t)),
+                        };
                         let _ = tx.try_send(Ok(frame(vec![pong])));
                         continue;
                     }

@@ -82,7 +82,7 @@ fn start_worker(
     );
     state.metrics.kv_capacity.set(capacity as i64);
     let worker = Worker::new(
-        stage,
+        stage.clone(),
         WorkerConfig {
             node_id: state.node_id.clone(),
             api_addr: state.addrs.api.clone(),
@@ -90,6 +90,7 @@ fn start_worker(
             kv_capacity: capacity,
             chunk: cfg.chunk,
             max_batch: cfg.max_batch,
+            token_env: stage.is_last().then(|| state.model.token_env()).flatten(),
         },
     );
     let (tx, rx) = std::sync::mpsc::channel();
@@ -102,7 +103,9 @@ fn start_worker(
         move |e| deliver.deliver(e),
         move |w, r| {
             if let Some(r) = r.filter(|r| r.sequences > 0) {
-                metrics.stage_forward.observe_batch(r.compute.as_secs_f64(), r.sequences as u64);
+                metrics
+                    .stage_forward
+                    .observe_batch(r.compute.as_secs_f64(), r.sequences as u64);
                 metrics.batch_sequences.observe(r.sequences as f64);
                 metrics.batch_positions.observe(r.positions as f64);
             }

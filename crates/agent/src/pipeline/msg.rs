@@ -6,6 +6,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use engine::constrain::Constraint;
 use engine::{HiddenState, SamplingParams};
 
 /// A sequence's id, unique in the cluster (drawn at random by its origin).
@@ -48,6 +49,8 @@ pub struct Open {
     /// Positions the stages take from their prefix caches instead of computing them:
     /// the first `reuse.len()` tokens of the prompt.
     pub reuse: Vec<u32>,
+    /// What the generated text must follow (applied where sampling happens).
+    pub constraint: Option<Constraint>,
 }
 
 /// The next positions of a sequence.

@@ -72,8 +72,9 @@ impl PrefixCache {
             return;
         }
         self.clock += 1;
-        self.entries
-            .retain(|e| !(e.tokens.len() <= tokens.len() && tokens[..e.tokens.len()] == e.tokens[..]));
+        self.entries.retain(|e| {
+            !(e.tokens.len() <= tokens.len() && tokens[..e.tokens.len()] == e.tokens[..])
+        });
         self.entries.push(Entry {
             tokens,
             cache,

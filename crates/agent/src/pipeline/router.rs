@@ -55,7 +55,11 @@ impl Router {
             Msg::Token(ref t) => self.to_seq(t.seq, msg),
             Msg::Fault(ref f) => self.to_seq(f.seq, msg),
             m => {
-                let worker = self.worker.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let worker = self
+                    .worker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 let undelivered = match worker {
                     Some(w) => w.send(m).err().map(|e| e.0),
                     None => Some(m),
@@ -90,12 +94,18 @@ impl Router {
     /// Receives the tokens and faults of sequence `seq` until [`Router::unregister`].
     pub fn register(&self, seq: SeqId) -> SeqRx {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.seqs.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, tx);
+        self.seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq, tx);
         rx
     }
 
     pub fn unregister(&self, seq: SeqId) {
-        self.seqs.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq);
+        self.seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&seq);
     }
 
     /// Node ids whose link broke, as they break.

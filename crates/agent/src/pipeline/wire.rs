@@ -29,7 +29,10 @@ pub fn sampling_to_proto(p: &SamplingParams) -> pb::SamplingParams {
 
 /// Wire sampling parameters to the engine's; unset fields take engine defaults
 /// (`default_max_tokens` when `max_tokens` is unset).
-pub fn sampling_from_proto(p: Option<&pb::SamplingParams>, default_max_tokens: usize) -> SamplingParams {
+pub fn sampling_from_proto(
+    p: Option<&pb::SamplingParams>,
+    default_max_tokens: usize,
+) -> SamplingParams {
     let d = SamplingParams::default();
     let Some(p) = p else {
         return SamplingParams {
@@ -45,12 +48,18 @@ pub fn sampling_from_proto(p: Option<&pb::SamplingParams>, default_max_tokens: u
         top_p: p.top_p.unwrap_or(d.top_p),
         min_p: p.min_p.unwrap_or(d.min_p),
         repeat_penalty: p.repeat_penalty.unwrap_or(d.repeat_penalty),
-        repeat_last_n: p.repeat_last_n.map(|v| v as usize).unwrap_or(d.repeat_last_n),
+        repeat_last_n: p
+            .repeat_last_n
+            .map(|v| v as usize)
+            .unwrap_or(d.repeat_last_n),
         frequency_penalty: p.frequency_penalty.unwrap_or(d.frequency_penalty),
         presence_penalty: p.presence_penalty.unwrap_or(d.presence_penalty),
         logit_bias,
         seed: p.seed,
-        max_tokens: p.max_tokens.map(|v| v as usize).unwrap_or(default_max_tokens),
+        max_tokens: p
+            .max_tokens
+            .map(|v| v as usize)
+            .unwrap_or(default_max_tokens),
         stop: p.stop.clone(),
         logprobs: p.top_logprobs.map(|k| k as usize),
     }
@@ -78,6 +87,11 @@ pub fn encode(msg: &Msg) -> pb::LinkMsg {
             sampling: Some(sampling_to_proto(&o.params)),
             prompt_len: o.prompt_len as u32,
             reuse: o.reuse.clone(),
+            constraint: o
+                .constraint
+                .as_ref()
+                .map(|c| serde_json::to_string(c).unwrap_or_default())
+                .unwrap_or_default(),
         }),
         Msg::Step(s) => link_msg::Msg::Step(pb::SeqStep {
             seq: s.seq,
@@ -138,6 +152,14 @@ pub fn decode(m: link_msg::Msg) -> Result<Option<Msg>, String> {
                 })
                 .collect::<Result<Vec<_>, String>>()?;
             let params = sampling_from_proto(o.sampling.as_ref(), 1);
+            let constraint = if o.constraint.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::from_str(&o.constraint)
+                        .map_err(|e| format!("sequence {}: bad constraint: {e}", o.seq))?,
+                )
+            };
             Msg::Open(Open {
                 seq: o.seq,
                 route: Arc::new(Route {
@@ -148,6 +170,7 @@ pub fn decode(m: link_msg::Msg) -> Result<Option<Msg>, String> {
                 params,
                 prompt_len: o.prompt_len as usize,
                 reuse: o.reuse,
+                constraint,
             })
         }
         link_msg::Msg::Step(s) => {
@@ -173,7 +196,10 @@ pub fn decode(m: link_msg::Msg) -> Result<Option<Msg>, String> {
         link_msg::Msg::Close(seq) => Msg::Close(seq),
         link_msg::Msg::Token(t) => {
             if t.top_ids.len() != t.top_logprobs.len() {
-                return Err(format!("token of sequence {}: top lists differ in length", t.seq));
+                return Err(format!(
+                    "token of sequence {}: top lists differ in length",
+                    t.seq
+                ));
             }
             Msg::Token(Token {
                 seq: t.seq,
@@ -198,7 +224,9 @@ pub fn decode(m: link_msg::Msg) -> Result<Option<Msg>, String> {
             node_id: f.node_id,
             message: f.message,
         }),
-        link_msg::Msg::Hello(_) | link_msg::Msg::Ping(_) | link_msg::Msg::Pong(_) => return Ok(None),
+        link_msg::Msg::Hello(_) | link_msg::Msg::Ping(_) | link_msg::Msg::Pong(_) => {
+            return Ok(None)
+        }
     }))
 }
 
@@ -224,23 +252,54 @@ mod tests {
             ..SamplingParams::greedy(7)
         };
         let msgs = vec![
-            Msg::Open(Open { seq: 1, route, params, prompt_len: 4, reuse: vec![1, 2] }),
+            Msg::Open(Open {
+                seq: 1,
+                route,
+                params,
+                prompt_len: 4,
+                reuse: vec![1, 2],
+                constraint: Some(engine::constrain::Constraint::Regex("[ab]+".into())),
+            }),
             Msg::Step(Step {
                 seq: 1,
                 pos: 2,
                 tokens: vec![5, 6],
-                hidden: Some(HiddenState { n_tokens: 2, dim: 2, data: vec![0.5, 1.0, -2.0, 3.0] }),
+                hidden: Some(HiddenState {
+                    n_tokens: 2,
+                    dim: 2,
+                    data: vec![0.5, 1.0, -2.0, 3.0],
+                }),
                 sample: true,
             }),
-            Msg::Token(Token { seq: 1, pos: 4, id: 8, logprob: -0.5, top: vec![(8, -0.5)], finish: Some(Finish::Eog) }),
-            Msg::Fault(Fault { seq: 1, kind: FaultKind::Busy, node_id: "b".into(), message: "full".into() }),
+            Msg::Token(Token {
+                seq: 1,
+                pos: 4,
+                id: 8,
+                logprob: -0.5,
+                top: vec![(8, -0.5)],
+                finish: Some(Finish::Eog),
+            }),
+            Msg::Fault(Fault {
+                seq: 1,
+                kind: FaultKind::Busy,
+                node_id: "b".into(),
+                message: "full".into(),
+            }),
             Msg::Close(1),
         ];
         for m in msgs {
             let back = decode(encode(&m).msg.unwrap()).unwrap().unwrap();
             assert_eq!(format!("{back:?}"), format!("{m:?}"));
         }
-        let bad = pb::SeqStep { seq: 1, tokens: vec![1], dim: 3, hidden: vec![0; 8], ..Default::default() };
-        assert!(decode(link_msg::Msg::Step(bad)).unwrap_err().contains("sequence 1"));
+        let bad = pb::SeqStep {
+            seq: 1,
+            tokens: vec![1],
+            dim: 3,
+            hidden: vec![0; 8],
+            ..Default::default()
+        };
+        assert!(decode(link_msg::Msg::Step(bad))
+            .unwrap_err()
+            .contains("sequence 1"));
     }
 }

@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use engine::constrain::{Matcher, TokenEnv};
 use engine::{KvCache, Sampler, Seq, Stage, StageInput, StageOutput};
 
 use super::msg::{Envelope, Fault, FaultKind, Finish, Msg, Open, Route, SeqId, Step, Token};
@@ -32,6 +33,8 @@ pub struct WorkerConfig {
     pub chunk: usize,
     /// Most sequences in one batch.
     pub max_batch: usize,
+    /// The vocabulary for constrained decoding (on the last stage).
+    pub token_env: Option<Arc<TokenEnv>>,
 }
 
 /// What one batch did (for metrics).
@@ -47,6 +50,8 @@ struct SeqState {
     route: Arc<Route>,
     index: usize,
     sampler: Option<Sampler>,
+    /// The constraint's state (last stage), fed every generated token in order.
+    matcher: Option<Matcher>,
     history: Vec<u32>,
     prompt_len: usize,
     max_tokens: usize,
@@ -127,7 +132,14 @@ impl Worker {
         (self.cfg.node_id.clone(), self.cfg.api_addr.clone())
     }
 
-    fn fault(&self, route: &Route, seq: SeqId, kind: FaultKind, message: String, out: &mut Vec<Envelope>) {
+    fn fault(
+        &self,
+        route: &Route,
+        seq: SeqId,
+        kind: FaultKind,
+        message: String,
+        out: &mut Vec<Envelope>,
+    ) {
         tracing::debug!(seq, ?kind, "{message}");
         out.push(Envelope {
             to: route.origin.clone(),
@@ -182,19 +194,48 @@ impl Worker {
             );
             return self.fault(&o.route, o.seq, FaultKind::Busy, msg, out);
         }
-        self.prefix.shrink_to(self.cfg.kv_capacity - self.reserved - need);
+        self.prefix
+            .shrink_to(self.cfg.kv_capacity - self.reserved - need);
         let cache = if o.reuse.is_empty() {
             self.stage.new_cache()
         } else {
             match self.prefix.take(&o.reuse) {
                 Some(c) => c,
                 None => {
-                    let msg = format!("{}: prefix of {} positions not cached", self.cfg.node_id, o.reuse.len());
+                    let msg = format!(
+                        "{}: prefix of {} positions not cached",
+                        self.cfg.node_id,
+                        o.reuse.len()
+                    );
                     return self.fault(&o.route, o.seq, FaultKind::PrefixMiss, msg, out);
                 }
             }
         };
         let last = self.stage.is_last();
+        let matcher = match (&o.constraint, last) {
+            (Some(c), true) => {
+                let made = match &self.cfg.token_env {
+                    Some(env) => Matcher::new(env, c),
+                    None => Err(
+                        "this stage cannot constrain decoding (no token environment)".to_string(),
+                    ),
+                };
+                // Generated tokens reused from the prefix cache (a replay) advance it too.
+                let generated = o.reuse.get(o.prompt_len..).unwrap_or_default();
+                let made = made.and_then(|mut m| {
+                    generated.iter().try_for_each(|t| m.accept(*t))?;
+                    Ok(m)
+                });
+                match made {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        let msg = format!("{}: constraint: {e}", self.cfg.node_id);
+                        return self.fault(&o.route, o.seq, FaultKind::Failed, msg, out);
+                    }
+                }
+            }
+            _ => None,
+        };
         if index + 1 < o.route.hops.len() {
             let next = &o.route.hops[index + 1];
             out.push(Envelope {
@@ -210,6 +251,7 @@ impl Worker {
                 cache,
                 index,
                 sampler: last.then(|| Sampler::new(&o.params).with_prompt_len(o.prompt_len)),
+                matcher,
                 history: o.reuse,
                 prompt_len: o.prompt_len,
                 max_tokens: o.params.max_tokens,
@@ -261,7 +303,9 @@ impl Worker {
         let mut picked = Vec::new();
         let mut prompt = 0;
         for _ in 0..self.order.len() {
-            let Some(id) = self.order.pop_front() else { break };
+            let Some(id) = self.order.pop_front() else {
+                break;
+            };
             self.order.push_back(id);
             let Some(step) = self.seqs.get(&id).and_then(|s| s.pending.front()) else {
                 continue;
@@ -360,6 +404,17 @@ impl Worker {
         let ctx = self.stage.info().context_length;
         for ((id, mut s, step), output) in states.into_iter().zip(outputs) {
             s.history.extend_from_slice(&step.tokens);
+            // Generated tokens (also those of a replay) advance the constraint in order.
+            if let Some(m) = s.matcher.as_mut() {
+                let from = s.prompt_len.saturating_sub(step.pos).min(step.tokens.len());
+                if let Some(e) = step.tokens[from..].iter().find_map(|t| m.accept(*t).err()) {
+                    let msg = format!("{}: constraint: {e}", self.cfg.node_id);
+                    self.fault(&s.route, id, FaultKind::Failed, msg, out);
+                    self.seqs.insert(id, s);
+                    self.close(id);
+                    continue;
+                }
+            }
             match output {
                 StageOutput::Hidden(h) => {
                     let next = &s.route.hops[s.index + 1];
@@ -373,7 +428,8 @@ impl Worker {
                 }
                 StageOutput::Logits(mut logits) if step.sample => {
                     let sampler = s.sampler.as_ref().expect("the last stage samples");
-                    let picked = sampler.pick(&mut logits, &s.history, None);
+                    let allowed = s.matcher.as_mut().map(|m| m.allowed());
+                    let picked = sampler.pick(&mut logits, &s.history, allowed);
                     let pos = s.history.len();
                     let generated = pos + 1 - s.prompt_len.min(pos + 1);
                     let finish = if self.eog.contains(&picked.token) {
@@ -505,18 +561,26 @@ mod tests {
             kv_capacity: 1 << 16,
             chunk,
             max_batch: 16,
+            token_env: None,
         };
         (g, Worker::new(stage, cfg), route)
     }
 
     /// Opens a sequence and queues its prompt in chunks.
-    fn start(route: &Arc<Route>, seq: SeqId, prompt: &[u32], max_tokens: usize, chunk: usize) -> Vec<Msg> {
+    fn start(
+        route: &Arc<Route>,
+        seq: SeqId,
+        prompt: &[u32],
+        max_tokens: usize,
+        chunk: usize,
+    ) -> Vec<Msg> {
         let mut msgs = vec![Msg::Open(Open {
             seq,
             route: route.clone(),
             params: SamplingParams::greedy(max_tokens),
             prompt_len: prompt.len(),
             reuse: Vec::new(),
+            constraint: None,
         })];
         for (i, c) in prompt.chunks(chunk).enumerate() {
             msgs.push(Msg::Step(Step {
@@ -531,7 +595,11 @@ mod tests {
     }
 
     /// Runs batches until idle; returns each batch's tokens.
-    fn drive(w: &mut Worker, msgs: Vec<Msg>, mut each: impl FnMut(usize, &mut Vec<Msg>)) -> Vec<Vec<Token>> {
+    fn drive(
+        w: &mut Worker,
+        msgs: Vec<Msg>,
+        mut each: impl FnMut(usize, &mut Vec<Msg>),
+    ) -> Vec<Vec<Token>> {
         let mut inbox: VecDeque<Msg> = msgs.into();
         let mut batches = Vec::new();
         loop {
@@ -565,7 +633,11 @@ mod tests {
     #[test]
     fn batched_sequences_give_the_tokens_of_single_runs() {
         let (g, mut w, route) = setup(16);
-        let texts = ["Tell me a story about a robot.", "What is 2 + 2?", "Name three colours of the rainbow, please."];
+        let texts = [
+            "Tell me a story about a robot.",
+            "What is 2 + 2?",
+            "Name three colours of the rainbow, please.",
+        ];
         let mut msgs = Vec::new();
         let prompts: Vec<Vec<u32>> = texts.iter().map(|t| prompt(&g, t)).collect();
         for (i, p) in prompts.iter().enumerate() {
@@ -573,8 +645,15 @@ mod tests {
         }
         let batches = drive(&mut w, msgs, |_, _| {});
         for (i, p) in prompts.iter().enumerate() {
-            let got: Vec<u32> = batches.iter().flatten().filter(|t| t.seq == i as SeqId).map(|t| t.id).collect();
-            let alone = g.generate(p, &SamplingParams::greedy(12), |_| true).unwrap();
+            let got: Vec<u32> = batches
+                .iter()
+                .flatten()
+                .filter(|t| t.seq == i as SeqId)
+                .map(|t| t.id)
+                .collect();
+            let alone = g
+                .generate(p, &SamplingParams::greedy(12), |_| true)
+                .unwrap();
             let mut want = alone.tokens.clone();
             if got.len() > want.len() {
                 want.push(*got.last().unwrap()); // the end-of-generation token itself
@@ -587,7 +666,10 @@ mod tests {
     fn a_long_prompt_delays_running_streams_by_one_chunk_at_most() {
         let (g, mut w, route) = setup(32);
         let short = prompt(&g, "Write a long story about a dragon who loves the sea.");
-        let long = prompt(&g, &"Describe the sea in great detail, with waves and wind. ".repeat(12));
+        let long = prompt(
+            &g,
+            &"Describe the sea in great detail, with waves and wind. ".repeat(12),
+        );
         let chunks = long.len().div_ceil(32);
         assert!(chunks >= 4, "{}", long.len());
         let mut msgs = start(&route, 1, &short, 40, 32);
@@ -599,16 +681,37 @@ mod tests {
         });
         // Once both streams decode, every batch gives each of them its next
         // token until one finishes, also while the long prompt goes through chunk by chunk.
-        let finished = |seq| batches.iter().position(|b| b.iter().any(|t| t.seq == seq && t.finish.is_some()));
+        let finished = |seq| {
+            batches
+                .iter()
+                .position(|b| b.iter().any(|t| t.seq == seq && t.finish.is_some()))
+        };
         let end = finished(1).unwrap().min(finished(2).unwrap());
-        let answered = batches.iter().position(|b| b.iter().any(|t| t.seq == 3)).unwrap();
-        assert!(answered >= 5 + chunks - 1 && answered <= end, "prompt answered at batch {answered}, streams end at {end}");
-        let first = |seq| batches.iter().position(|b| b.iter().any(|t| t.seq == seq)).unwrap();
+        let answered = batches
+            .iter()
+            .position(|b| b.iter().any(|t| t.seq == 3))
+            .unwrap();
+        assert!(
+            answered >= 5 + chunks - 1 && answered <= end,
+            "prompt answered at batch {answered}, streams end at {end}"
+        );
+        let first = |seq| {
+            batches
+                .iter()
+                .position(|b| b.iter().any(|t| t.seq == seq))
+                .unwrap()
+        };
         let start = first(1).max(first(2)) + 1;
-        assert!(start <= 4, "both streams decode before the long prompt arrives");
+        assert!(
+            start <= 4,
+            "both streams decode before the long prompt arrives"
+        );
         for (b, tokens) in batches.iter().enumerate().take(end + 1).skip(start) {
             assert_eq!(tokens.iter().filter(|t| t.seq != 3).count(), 2, "batch {b}");
         }
-        assert!(batches.iter().flatten().any(|t| t.seq == 3), "the long prompt was answered");
+        assert!(
+            batches.iter().flatten().any(|t| t.seq == 3),
+            "the long prompt was answered"
+        );
     }
 }

@@ -21,7 +21,8 @@ impl Inner {
     /// Whether `need` more positions may run now (a request larger than the whole
     /// budget runs alone rather than never).
     fn fits(&self, need: usize) -> bool {
-        self.running < self.max_running && (self.reserved == 0 || self.reserved + need <= self.budget)
+        self.running < self.max_running
+            && (self.reserved == 0 || self.reserved + need <= self.budget)
     }
 }
 
@@ -175,7 +176,10 @@ mod tests {
         assert!(!waiting.is_finished());
         assert_eq!(a.counts(), (1, 1));
         drop(s1);
-        let s2 = tokio::time::timeout(Duration::from_secs(1), waiting).await.unwrap().unwrap();
+        let s2 = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(a.counts(), (0, 1));
         // Larger than the whole budget: runs alone.
         drop(s2);
@@ -194,6 +198,9 @@ mod tests {
         assert_eq!(a.counts(), (1, 1));
         let third = tokio::spawn(async move { t3.slot().await });
         drop(s1);
-        tokio::time::timeout(Duration::from_secs(1), third).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), third)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

@@ -52,11 +52,19 @@ struct Progress<'a> {
     cached: usize,
     /// Set when a replay after a failure produced its first token.
     recovered: bool,
+    /// What the output must follow (checked on the last stage).
+    constraint: Option<engine::constrain::Constraint>,
 }
 
 impl Progress<'_> {
     /// Takes the next token; `Some(reason)` when the request is complete.
-    async fn token(&mut self, id: u32, logprob: f32, top: Vec<(u32, f32)>, finish: Option<Finish>) -> Result<Option<&'static str>, ()> {
+    async fn token(
+        &mut self,
+        id: u32,
+        logprob: f32,
+        top: Vec<(u32, f32)>,
+        finish: Option<Finish>,
+    ) -> Result<Option<&'static str>, ()> {
         let m = &self.s.state.metrics;
         self.generated.push(id);
         m.tokens_generated.inc();
@@ -64,14 +72,29 @@ impl Progress<'_> {
             self.ttft = self.t0.elapsed();
             self.first_at = Instant::now();
             m.ttft.observe(self.ttft.as_secs_f64());
-            *self.s.state.last_ttft_ms.lock().unwrap_or_else(|p| p.into_inner()) = self.ttft.as_secs_f64() * 1000.0;
+            *self
+                .s
+                .state
+                .last_ttft_ms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = self.ttft.as_secs_f64() * 1000.0;
         }
         if finish == Some(Finish::Eog) {
             return Ok(Some("stop"));
         }
         let piece = self.decoder.push(id).ok().flatten().unwrap_or_default();
         let (text, stopped) = self.stops.push(&piece);
-        if self.tx.send(GenEvent::Token { id, text, logprob, top }).await.is_err() {
+        if self
+            .tx
+            .send(GenEvent::Token {
+                id,
+                text,
+                logprob,
+                top,
+            })
+            .await
+            .is_err()
+        {
             return Err(());
         }
         if stopped {
@@ -83,12 +106,20 @@ impl Progress<'_> {
 }
 
 /// Runs a request to its end; the status counts it in the metrics.
-pub async fn run(s: &Serving, req: GenRequest, tx: &mpsc::Sender<GenEvent>, t0: Instant) -> RequestStatus {
+pub async fn run(
+    s: &Serving,
+    req: GenRequest,
+    tx: &mpsc::Sender<GenEvent>,
+    t0: Instant,
+) -> RequestStatus {
     let mut params = req.params.clone();
     // A fixed seed: a replay after a failure draws the same tokens.
     params.seed.get_or_insert_with(rand::random);
     let model = &s.state.model;
-    s.state.metrics.prompt_tokens.inc_by(req.prompt_tokens.len() as u64);
+    s.state
+        .metrics
+        .prompt_tokens
+        .inc_by(req.prompt_tokens.len() as u64);
     let mut p = Progress {
         s,
         tx,
@@ -102,6 +133,7 @@ pub async fn run(s: &Serving, req: GenRequest, tx: &mpsc::Sender<GenEvent>, t0: 
         first_at: t0,
         cached: 0,
         recovered: false,
+        constraint: req.constraint.clone(),
     };
     let mut reuse_ok = true;
     let mut failed_since: Option<(Instant, String)> = None;
@@ -161,7 +193,11 @@ pub async fn run(s: &Serving, req: GenRequest, tx: &mpsc::Sender<GenEvent>, t0: 
     let total = t0.elapsed();
     let n = p.generated.len() as u32;
     let after_first = p.first_at.elapsed().as_secs_f64();
-    let tps = if n > 1 && after_first > 0.0 { f64::from(n - 1) / after_first } else { 0.0 };
+    let tps = if n > 1 && after_first > 0.0 {
+        f64::from(n - 1) / after_first
+    } else {
+        0.0
+    };
     s.state.metrics.tokens_per_second.set(tps);
     let done = Finished {
         finish_reason: finish,
@@ -180,7 +216,11 @@ pub async fn run(s: &Serving, req: GenRequest, tx: &mpsc::Sender<GenEvent>, t0: 
 
 /// The route of the current plan; after a failure, waits for one (bounded by the
 /// recovery timeout, counted from the failure).
-async fn route_now(s: &Serving, failed_at: Option<Instant>, tx: &mpsc::Sender<GenEvent>) -> Result<Route, GenError> {
+async fn route_now(
+    s: &Serving,
+    failed_at: Option<Instant>,
+    tx: &mpsc::Sender<GenEvent>,
+) -> Result<Route, GenError> {
     let mut views = s.state.watch_view();
     loop {
         match s.state.route() {
@@ -243,7 +283,11 @@ fn missing_layers(s: &Serving) -> String {
     if missing.is_empty() {
         "none (stages did not answer)".into()
     } else {
-        missing.iter().map(fmt_layers).collect::<Vec<_>>().join(", ")
+        missing
+            .iter()
+            .map(fmt_layers)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -285,6 +329,7 @@ async fn attempt(
         params: params.clone(),
         prompt_len: p.prompt_len,
         reuse: reuse.clone(),
+        constraint: p.constraint.clone(),
     }));
     let chunk = s.cfg.chunk.max(1);
     let todo = &tokens[reuse.len()..];

@@ -49,6 +49,8 @@ pub struct GenRequest {
     pub request_id: String,
     pub prompt_tokens: Vec<u32>,
     pub params: SamplingParams,
+    /// What the output must follow (`response_format`, tool calls).
+    pub constraint: Option<engine::constrain::Constraint>,
 }
 
 /// Totals of a finished request.
@@ -103,7 +105,12 @@ pub struct Serving {
 }
 
 impl Serving {
-    pub fn new(state: Arc<AgentState>, router: Arc<Router>, admission: Admission, cfg: ServingConfig) -> Arc<Self> {
+    pub fn new(
+        state: Arc<AgentState>,
+        router: Arc<Router>,
+        admission: Admission,
+        cfg: ServingConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state,
             router,
@@ -117,7 +124,9 @@ impl Serving {
     /// errors here come before any token, for a proper HTTP/gRPC status.
     pub fn start(self: &Arc<Self>, req: GenRequest) -> Result<mpsc::Receiver<GenEvent>, GenError> {
         let info = &self.state.model.info;
-        req.params.validate(info.context_length).map_err(GenError::BadRequest)?;
+        req.params
+            .validate(info.context_length)
+            .map_err(GenError::BadRequest)?;
         if req.prompt_tokens.is_empty() {
             return Err(GenError::BadRequest("the prompt is empty".into()));
         }

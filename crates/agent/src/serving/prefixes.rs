@@ -24,7 +24,9 @@ impl Prefixes {
     /// Remembers that the stages of plan `version` hold the KV of `tokens`.
     pub fn record(&self, version: u64, tokens: Vec<u32>) {
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        r.retain(|(v, t)| !(*v == version && t.len() <= tokens.len() && tokens[..t.len()] == t[..]));
+        r.retain(|(v, t)| {
+            !(*v == version && t.len() <= tokens.len() && tokens[..t.len()] == t[..])
+        });
         r.push_front((version, tokens));
         r.truncate(self.capacity);
     }

@@ -2,10 +2,12 @@
 //! per-sequence caches and the batched forward pass.
 
 mod cache;
+mod embed;
 mod layer;
 mod stage;
 
 pub use cache::KvCache;
+pub use embed::{Output, Pooling};
 pub use stage::{Seq, Stage, StageInput, StageOutput};
 
 use crate::arch;

@@ -1,8 +1,10 @@
 //! A pipeline stage: layers `[start, end)` of a model, and its forward pass over a batch
 //! of sequences (one pass over the weights for all their rows; attention per sequence
-//! against its own cache; logits only for each sequence's last position).
+//! against its own cache; logits only for each sequence's last position, or, for a
+//! sequence whose cache asks for it, its pooled embedding).
 
 use super::cache::KvCache;
+use super::embed::{normalize_rows, Output, Pooling};
 use super::layer::{Ffn, Layer, Qkv};
 use crate::arch::Spec;
 use crate::block::{
@@ -25,6 +27,9 @@ pub enum StageInput {
 }
 
 /// Output of a stage: hidden states, or the last position's logits from the last stage.
+/// For a sequence whose cache asks for an embedding ([`KvCache::set_output`]) the last
+/// stage returns `Hidden`: one row, the pooled embedding of every position so far (with
+/// [`Pooling::None`], the chunk's final-normed rows).
 #[derive(Debug, Clone)]
 pub enum StageOutput {
     Hidden(HiddenState),
@@ -47,6 +52,7 @@ pub struct Stage {
     output_norm: Option<Vec<f32>>,
     output: Option<Linear>,
     output_bias: Option<Vec<f32>>,
+    pooling: Option<Pooling>,
     weight_bytes: usize,
     load_time: Duration,
 }
@@ -103,6 +109,11 @@ impl Stage {
         } else {
             (None, None, None)
         };
+        let pooling = f
+            .md()
+            .usize(&format!("{}.pooling_type", info.architecture))
+            .ok()
+            .and_then(|p| Pooling::from_gguf(p as u64));
         let weight_bytes = layers.iter().map(|l| l.weight_bytes()).sum::<usize>()
             + embed.as_ref().map_or(0, |e| e.bytes())
             + output.as_ref().map_or(0, |o| o.bytes());
@@ -115,6 +126,7 @@ impl Stage {
             output_norm,
             output,
             output_bias,
+            pooling,
             weight_bytes,
             load_time: t0.elapsed(),
         })
@@ -142,6 +154,11 @@ impl Stage {
     /// How long loading took.
     pub fn load_time(&self) -> Duration {
         self.load_time
+    }
+    /// The pooling the model's metadata names for embeddings (`{arch}.pooling_type`,
+    /// as embedding models converted for llama.cpp carry it), if any.
+    pub fn pooling(&self) -> Option<Pooling> {
+        self.pooling
     }
     /// Bytes of KV cache one position takes on this stage.
     pub fn kv_bytes_per_token(&self) -> usize {
@@ -190,6 +207,19 @@ impl Stage {
                     limit: self.info.context_length,
                 });
             }
+            if let Output::Embedding {
+                pooling: Pooling::Mean | Pooling::Cls,
+                ..
+            } = s.cache.output
+            {
+                if self.is_last() && s.cache.pool.n != pos0 {
+                    return Err(EngineError::InvalidInput(format!(
+                        "an embedding pools every position, but {} of the sequence's {pos0} \
+                         positions were not computed here (prefix cache or truncation)",
+                        pos0 - s.cache.pool.n.min(pos0)
+                    )));
+                }
+            }
             parts.push(Part {
                 offset: total,
                 n,
@@ -224,24 +254,58 @@ impl Stage {
         }
         match (&self.output_norm, &self.output) {
             (Some(norm), Some(head)) => {
-                let mut last = Vec::with_capacity(parts.len() * dim);
-                for p in &parts {
-                    last.extend_from_slice(&x[(p.offset + p.n - 1) * dim..(p.offset + p.n) * dim]);
+                let wants_logits = |s: &Seq| s.cache.output == Output::Logits;
+                let n_logits = seqs.iter().filter(|s| wants_logits(s)).count();
+                let mut last = Vec::with_capacity(n_logits * dim);
+                for (s, p) in seqs.iter().zip(&parts) {
+                    if wants_logits(s) {
+                        last.extend_from_slice(
+                            &x[(p.offset + p.n - 1) * dim..(p.offset + p.n) * dim],
+                        );
+                    }
                 }
-                let mut xn = vec![0f32; last.len()];
-                rms_norm(&last, norm, self.spec.norm_eps, &mut xn);
-                let mut logits = vec![0f32; parts.len() * head.rows];
-                matmul(&Input::new(&xn, parts.len()), head, &mut logits);
-                if let Some(b) = &self.output_bias {
-                    add_rows(&mut logits, b);
+                let mut logits = vec![0f32; n_logits * head.rows];
+                if n_logits > 0 {
+                    let mut xn = vec![0f32; last.len()];
+                    rms_norm(&last, norm, self.spec.norm_eps, &mut xn);
+                    matmul(&Input::new(&xn, n_logits), head, &mut logits);
+                    if let Some(b) = &self.output_bias {
+                        add_rows(&mut logits, b);
+                    }
+                    if let Some(cap) = self.spec.final_softcap {
+                        softcap(&mut logits, cap);
+                    }
                 }
-                if let Some(cap) = self.spec.final_softcap {
-                    softcap(&mut logits, cap);
+                let mut logits = logits.chunks_exact(head.rows);
+                let mut out = Vec::with_capacity(parts.len());
+                for (s, p) in seqs.iter_mut().zip(&parts) {
+                    let (pooling, normalize) = match s.cache.output {
+                        Output::Logits => {
+                            let l = logits.next().expect("one row per sequence");
+                            out.push(StageOutput::Logits(l.to_vec()));
+                            continue;
+                        }
+                        Output::Embedding { pooling, normalize } => (pooling, normalize),
+                    };
+                    let rows = &x[p.offset * dim..(p.offset + p.n) * dim];
+                    let mut xn = vec![0f32; rows.len()];
+                    rms_norm(rows, norm, self.spec.norm_eps, &mut xn);
+                    s.cache.pool.add(pooling, &xn, dim);
+                    let (n_tokens, data) = if pooling == Pooling::None {
+                        if normalize {
+                            normalize_rows(&mut xn, dim);
+                        }
+                        (p.n, xn)
+                    } else {
+                        (1, s.cache.pool.vector(pooling, normalize))
+                    };
+                    out.push(StageOutput::Hidden(HiddenState {
+                        n_tokens,
+                        dim,
+                        data,
+                    }));
                 }
-                Ok(logits
-                    .chunks_exact(head.rows)
-                    .map(|l| StageOutput::Logits(l.to_vec()))
-                    .collect())
+                Ok(out)
             }
             _ => Ok(parts
                 .iter()

@@ -1,7 +1,7 @@
 //! Parallel matrix products over any weight format: the rows of one or more matrices are
 //! cut into chunks that the compute pool runs at once; inside a chunk, tiles of rows ×
-//! tokens go to the format's kernel: packed 8-row groups × up to 4 tokens where the
-//! weights were repacked ([`super::packed`]), else 4 rows × all tokens when decoding
+//! tokens go to the format's kernel: packed 8-row groups × up to 8 tokens (4 without
+//! VNNI) where the weights were repacked ([`super::packed`]), else 4 rows × all tokens when decoding
 //! 1 to 3 tokens (each weight block unpacked once for them) and 2 (or the kernel's
 //! [`Kernel::prompt_rows`]) rows × 4 tokens over blocks of tokens when processing a prompt.
 
@@ -214,9 +214,28 @@ fn sweep_packed<P: Packed>(
         }
     };
     debug_assert!(rows.start.is_multiple_of(8) && rows.end.is_multiple_of(8));
+    // 8 tokens a call where VNNI's 32 registers hold their accumulators (measured: prompts
+    // ~10-20% faster than 4 a call; with AVX2's 16 registers, no faster).
+    let eight = super::simd::vnni();
     for g in rows.start / 8..rows.end / 8 {
         let wg = &w[g * bpr..(g + 1) * bpr];
         let mut t = 0;
+        while eight && t + 8 <= n {
+            let a8 = [
+                act(t),
+                act(t + 1),
+                act(t + 2),
+                act(t + 3),
+                act(t + 4),
+                act(t + 5),
+                act(t + 6),
+                act(t + 7),
+            ];
+            for (k, v) in P::tile::<8>(wg, a8).iter().enumerate() {
+                put(g * 8, t + k, v);
+            }
+            t += 8;
+        }
         while t + 4 <= n {
             let o = P::tile::<4>(wg, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
             for (k, v) in o.iter().enumerate() {

@@ -1,10 +1,13 @@
 //! Weight formats, one file each, behind one trait ([`Kernel`]), so that a projection
 //! never knows how its weights are stored.
 //!
-//! Weights stay in their GGUF layout. Activations are quantized per row to the 8-bit
-//! blocks the integer kernels take ([`act`]). AVX2/FMA/F16C kernels are chosen at run
-//! time, with portable fallbacks. Every kernel computes each output with the same
-//! operations whatever tile it falls in, so results never depend on the batch.
+//! Weights stay in their GGUF layout, or, for the projections of the integer formats,
+//! are repacked at load into 8-row interleaved groups ([`packed`]); the same bits either
+//! way. Activations are quantized per row to the 8-bit blocks the integer kernels take
+//! (or rounded to bf16 for BF16 weights, [`act`]). AVX2/FMA/F16C kernels are chosen at run
+//! time (with AVX512-VNNI's `vpdpbusd` and AVX512-BF16's `vdpbf16ps` where present, giving
+//! the same results), with portable fallbacks. Every kernel computes each output with the
+//! same operations whatever tile it falls in, so results never depend on the batch.
 
 pub mod act;
 mod bf16;

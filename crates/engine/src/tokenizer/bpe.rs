@@ -20,6 +20,7 @@ fn err(e: impl std::fmt::Display) -> EngineError {
 }
 
 /// The byte-level BPE model of one vocabulary.
+#[derive(Clone)]
 pub(super) struct Bpe {
     inner: tokenizers::Tokenizer,
 }

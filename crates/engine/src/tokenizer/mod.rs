@@ -36,12 +36,14 @@ pub enum Kind {
     Spm,
 }
 
+#[derive(Clone)]
 enum Model {
     Bpe(Box<bpe::Bpe>),
     Spm,
 }
 
 /// The tokenizer stored in a GGUF file.
+#[derive(Clone)]
 pub struct Tokenizer {
     vocab: Vocab,
     model: Model,
@@ -224,6 +226,12 @@ impl Tokenizer {
     /// Whether `id` is a control token such as `<|im_end|>`.
     pub fn is_special(&self, id: u32) -> bool {
         self.vocab.attr(id) & attr::CONTROL != 0
+    }
+
+    /// Whether `id` is rendered only when special tokens are (control and unknown
+    /// tokens): the text a model writes never contains it.
+    pub fn is_hidden(&self, id: u32) -> bool {
+        decode::is_hidden(&self.vocab, id)
     }
 
     /// The token's text as stored in the vocabulary, if the id exists.

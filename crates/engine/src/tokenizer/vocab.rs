@@ -29,6 +29,7 @@ pub(super) struct Defaults {
 }
 
 /// Token table plus the special-token facts both tokenizer kinds share.
+#[derive(Clone)]
 pub(super) struct Vocab {
     pub texts: Vec<String>,
     pub scores: Vec<f32>,

@@ -384,6 +384,9 @@ pub(crate) mod testing {
                 four,
                 "AVX2 and VNNI differ"
             );
+            let eight = P::tile::<8>(pw, [a[0], a[1], a[2], a[3], a[3], a[2], a[1], a[0]]);
+            assert_eq!(eight[..4], four, "8 tokens");
+            assert_eq!(eight[4..], [four[3], four[2], four[1], four[0]], "8 tokens");
             let three = P::tile::<3>(pw, [a[1], a[2], a[3]]);
             let two = P::tile::<2>(pw, [a[2], a[0]]);
             assert_eq!(three, [four[1], four[2], four[3]], "3 tokens");
