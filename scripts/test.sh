@@ -11,6 +11,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# Every suite runs the debug binaries built below (`make` exports BIN_DIR=target/release
+# for images and the dev stack; a release build here would cost ~20 min).
+export BIN_DIR=target/debug
 passed=0
 failed=0
 failures=()
@@ -55,7 +58,7 @@ step "build binaries" cargo build --workspace --bins -q
 step "cargo test (all crates)" cargo test --workspace --no-fail-fast -q
 if [[ "${SKIP_E2E:-0}" != 1 ]]; then
     step "offline deploy checks (compose, promtool, dashboards, kustomize)" bash hack/check-deploy.sh
-    for s in scripts/e2e-queries.sh scripts/e2e-partition.sh scripts/e2e-compose.sh scripts/e2e-local-dev.sh; do
+    for s in scripts/e2e-queries.sh scripts/e2e-sdk.sh scripts/e2e-partition.sh scripts/e2e-compose.sh scripts/e2e-local-dev.sh; do
         [[ -f $s ]] && step "$s" bash "$s"
     done
 fi

@@ -258,6 +258,7 @@ async fn generate(
         messages: vec![pb::ChatMessage {
             role: "user".into(),
             content: args.prompt.clone(),
+            ..Default::default()
         }],
         sampling: Some(pb::SamplingParams {
             temperature: Some(0.0),

@@ -188,6 +188,7 @@ async fn grpc_checks(port: u16) {
             messages: vec![proto::v1::ChatMessage {
                 role: "user".into(),
                 content: "hi".into(),
+                ..Default::default()
             }],
             sampling: Some(proto::v1::SamplingParams {
                 temperature: Some(0.0),
@@ -207,6 +208,7 @@ async fn grpc_checks(port: u16) {
         }
     }
     assert!(done);
+    grpc_options(ch.clone()).await;
     let err = match proto::InferenceServiceClient::new(ch)
         .generate(proto::v1::GenerateRequest::default())
         .await
@@ -215,6 +217,94 @@ async fn grpc_checks(port: u16) {
         Err(e) => e,
     };
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+/// InferenceService's options: `n` choices with log-probabilities, tools, a bad tool name.
+async fn grpc_options(ch: tonic::transport::Channel) {
+    use proto::v1::generate_response::Event;
+    let mut client = proto::InferenceServiceClient::new(ch);
+    let user = |text: &str| proto::v1::ChatMessage {
+        role: "user".into(),
+        content: text.into(),
+        ..Default::default()
+    };
+    let greedy = |max| {
+        Some(proto::v1::SamplingParams {
+            temperature: Some(0.0),
+            max_tokens: Some(max),
+            top_logprobs: Some(2),
+            ..Default::default()
+        })
+    };
+    let mut s = client
+        .generate(proto::v1::GenerateRequest {
+            messages: vec![user("Name a color.")],
+            sampling: greedy(4),
+            n: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut texts, mut finals) = (vec![String::new(); 2], Vec::new());
+    while let Some(ev) = s.message().await.unwrap() {
+        match ev.event.unwrap() {
+            Event::Token(t) if t.token_id != 0 || t.logprob.is_some() => {
+                assert!(t.logprob.unwrap() <= 0.0);
+                assert_eq!(t.top_logprobs.len(), 2);
+                assert_eq!(
+                    t.top_logprobs[0].token_id, t.token_id,
+                    "greedy picks the top"
+                );
+                texts[t.choice as usize].push_str(&t.text);
+            }
+            Event::Token(t) => texts[t.choice as usize].push_str(&t.text),
+            Event::Done(f) => finals.push(f.choice),
+        }
+    }
+    finals.sort_unstable();
+    assert_eq!(finals, [0, 1]);
+    assert_eq!(texts[0], texts[1], "greedy choices agree");
+
+    let tools = r#"[{"type":"function","function":{"name":"add","parameters":{"type":"object",
+        "properties":{"x":{"type":"number"},"y":{"type":"number"}},"required":["x","y"],
+        "additionalProperties":false}}}]"#;
+    let mut s = client
+        .generate(proto::v1::GenerateRequest {
+            messages: vec![user("What is 2 plus 3?")],
+            sampling: greedy(40),
+            tools_json: tools.into(),
+            tool_choice: "required".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut call = None;
+    while let Some(ev) = s.message().await.unwrap() {
+        if let Some(Event::Done(f)) = ev.event {
+            assert_eq!(f.finish_reason, "tool_calls");
+            call = f.tool_calls.into_iter().next();
+        }
+    }
+    let call = call.expect("a tool call");
+    assert_eq!(call.name, "add");
+    let args: serde_json::Value = serde_json::from_str(&call.arguments_json).unwrap();
+    assert!(args["x"].is_number() && args["y"].is_number(), "{args}");
+
+    let refused = client
+        .generate(proto::v1::GenerateRequest {
+            messages: vec![user("hi")],
+            tools_json: tools.into(),
+            tool_choice: "mul".into(),
+            ..Default::default()
+        })
+        .await;
+    let Err(err) = refused else {
+        panic!("an unknown tool is refused")
+    };
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("'mul'"), "{}", err.message());
 }
 
 #[tokio::test(flavor = "multi_thread")]

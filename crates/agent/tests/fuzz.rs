@@ -42,13 +42,16 @@ fn any_json() -> impl Strategy<Value = Value> {
 
 /// Checks what a validated request promises.
 fn check_valid(req: &ChatCompletionRequest) {
-    if let Ok(v) = req.validate("SmolLM2-135M-Instruct.Q4_1") {
+    if let Ok(v) = req.validate("SmolLM2-135M-Instruct.Q4_1", 49152) {
         assert!(!v.messages.is_empty());
-        assert!(v.max_tokens >= 1);
-        assert!((0.0..=2.0).contains(&v.temperature));
-        assert!(v.top_p > 0.0 && v.top_p <= 1.0);
-        assert!(v.repeat_penalty > 0.0 && v.repeat_penalty.is_finite());
-        assert!(v.stop.len() <= 4);
+        let p = &v.params;
+        assert!(p.max_tokens >= 1);
+        assert!((0.0..=2.0).contains(&p.temperature));
+        assert!(p.top_p > 0.0 && p.top_p <= 1.0);
+        assert!(p.repeat_penalty > 0.0 && p.repeat_penalty.is_finite());
+        assert!(p.stop.len() <= 4);
+        assert!((1..=8).contains(&v.n));
+        assert!(p.logit_bias.iter().all(|(t, _)| *t < 49152));
     }
 }
 
@@ -84,7 +87,7 @@ proptest! {
             "top_p": top_p,
         });
         if let Ok(req) = serde_json::from_value::<ChatCompletionRequest>(body) {
-            match req.validate("m") {
+            match req.validate("m", 49152) {
                 Ok(_) => check_valid(&req),
                 Err(msg) => prop_assert!(!msg.is_empty()),
             }

@@ -88,6 +88,7 @@ async fn stream_prompt(
             messages: vec![pb::ChatMessage {
                 role: "user".into(),
                 content: prompt.into(),
+                ..Default::default()
             }],
             sampling: Some(pb::SamplingParams {
                 temperature: Some(0.0),

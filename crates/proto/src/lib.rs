@@ -172,6 +172,12 @@ mod tests {
                     total_ms: 231.0,
                 }),
                 request_id: "r1".into(),
+                choice: 1,
+                tool_calls: vec![ToolCall {
+                    id: "c".into(),
+                    name: "add".into(),
+                    arguments_json: "{}".into(),
+                }],
             })),
         };
         let back = GenerateResponse::decode(msg.encode_to_vec().as_slice()).unwrap();

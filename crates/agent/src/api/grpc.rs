@@ -12,10 +12,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::convert::{member_to_proto, plan_to_proto, range_to_proto, resources_to_proto};
-use crate::api::openai::{validate_messages, Message, MAX_TOKENS_LIMIT};
+use crate::api::openai::{Message, MAX_TOKENS_LIMIT};
 use crate::metrics::RequestStatus;
 use crate::node::state::AgentState;
-use crate::serving::{GenError, GenEvent, GenRequest, Serving};
+use crate::serving::{GenError, GenEvent, Serving};
 
 /// Map a generation error to a gRPC status.
 pub fn status_of(e: &GenError) -> Status {
@@ -34,30 +34,24 @@ pub fn status_of(e: &GenError) -> Status {
     }
 }
 
+/// A chat turn from the wire (`tool_calls_json`: OpenAI's `tool_calls` array).
+fn message_from_proto(m: &pb::ChatMessage) -> Result<Message, String> {
+    let tool_calls = match m.tool_calls_json.as_str() {
+        "" => None,
+        j => Some(serde_json::from_str(j).map_err(|e| format!("tool_calls_json: {e}"))?),
+    };
+    Ok(Message {
+        role: m.role.clone(),
+        content: m.content.clone(),
+        tool_calls,
+        tool_call_id: (!m.tool_call_id.is_empty()).then(|| m.tool_call_id.clone()),
+        name: None,
+    })
+}
+
 /// Render chat messages with the model's template and tokenize them.
 pub fn chat_tokens(state: &AgentState, messages: &[Message]) -> Result<Vec<u32>, GenError> {
-    validate_messages(messages).map_err(GenError::BadRequest)?;
-    let msgs: Vec<engine::ChatMessage> = messages
-        .iter()
-        .map(|m| {
-            let role = if m.role == "developer" {
-                "system"
-            } else {
-                &m.role
-            };
-            engine::ChatMessage::new(role, &m.content)
-        })
-        .collect();
-    let text = state
-        .model
-        .template
-        .render(&msgs, true)
-        .map_err(|e| GenError::BadRequest(format!("chat template: {e}")))?;
-    state
-        .model
-        .tokenizer
-        .encode(&text)
-        .map_err(|e| GenError::Internal(format!("tokenizer: {e}")))
+    crate::api::prompt::chat_tokens(state, messages, None)
 }
 
 /// NodeService of one agent.
@@ -257,29 +251,62 @@ impl InferenceService for InferenceSvc {
                 ))));
             }
         }
+        let bad = |m: String| reject(GenError::BadRequest(m));
+        let tools: Option<Vec<crate::api::openai::Tool>> = match req.tools_json.as_str() {
+            "" => None,
+            j => Some(serde_json::from_str(j).map_err(|e| bad(format!("tools_json: {e}")))?),
+        };
+        let choice = match req.tool_choice.as_str() {
+            "" => None,
+            c @ ("auto" | "none" | "required") => Some(serde_json::json!(c)),
+            name => Some(serde_json::json!({"type": "function", "function": {"name": name}})),
+        };
+        let tools =
+            crate::api::openai::tool_setup(tools.as_deref(), choice.as_ref(), None).map_err(bad)?;
+        let format: Option<crate::api::openai::ResponseFormat> =
+            match req.response_format_json.as_str() {
+                "" => None,
+                j => Some(
+                    serde_json::from_str(j)
+                        .map_err(|e| bad(format!("response_format_json: {e}")))?,
+                ),
+            };
+        let constraint = crate::api::openai::response_constraint(format.as_ref()).map_err(bad)?;
+        if constraint.is_some() && tools.is_some() {
+            return Err(bad("response_format cannot be combined with tools".into()));
+        }
         let prompt_tokens = match (req.messages.is_empty(), req.prompt.is_empty()) {
             (false, true) => {
-                let msgs: Vec<Message> = req
+                let msgs = req
                     .messages
                     .iter()
-                    .map(|m| Message {
-                        role: m.role.clone(),
-                        content: m.content.clone(),
-                    })
-                    .collect();
-                chat_tokens(&state, &msgs).map_err(reject)?
+                    .map(message_from_proto)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(bad)?;
+                crate::api::prompt::chat_tokens(&state, &msgs, tools.as_ref()).map_err(reject)?
             }
-            (true, false) => state
+            (true, false) if tools.is_none() => state
                 .model
                 .tokenizer
                 .encode(&req.prompt)
                 .map_err(|e| reject(GenError::Internal(e.to_string())))?,
+            (true, false) => return Err(bad("tools need 'messages'".into())),
             _ => {
                 return Err(reject(GenError::BadRequest(
                     "exactly one of 'messages' or 'prompt' must be set".into(),
                 )))
             }
         };
+        let constraint = match &tools {
+            Some(t) => Some(crate::api::chat::tool_constraint(t)),
+            None => constraint,
+        };
+        if let Some(c) = &constraint {
+            crate::api::chat::check_constraint(&state, c).map_err(|e| {
+                state.metrics.finish_request(RequestStatus::Rejected);
+                Status::invalid_argument(e.message)
+            })?;
+        }
         let params = crate::api::convert::sampling_from_proto(req.sampling.as_ref(), 256);
         if params.max_tokens > MAX_TOKENS_LIMIT as usize {
             return Err(reject(GenError::BadRequest(format!(
@@ -287,36 +314,82 @@ impl InferenceService for InferenceSvc {
                 params.max_tokens
             ))));
         }
+        let n = match req.n {
+            0 | 1 => 1,
+            n if n <= crate::api::openai::MAX_N => n,
+            n => {
+                return Err(bad(format!(
+                    "n must be at most {}, got {n}",
+                    crate::api::openai::MAX_N
+                )))
+            }
+        };
         let request_id = req
             .request_id
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4().simple()));
-        let gen = GenRequest {
-            request_id: request_id.clone(),
+        let mut events = crate::api::choices::start(
+            &self.serving,
+            &request_id,
             prompt_tokens,
-            params,
-            constraint: None,
-        };
-        let mut events = self.serving.start(gen).map_err(reject)?;
+            &params,
+            constraint.as_ref(),
+            n,
+        )
+        .map_err(reject)?;
         let (tx, rx) = mpsc::channel(64);
+        let mode = tools.as_ref().map(|t| t.mode);
+        let mut texts: Vec<crate::api::chat::ChoiceState> = (0..n)
+            .map(|_| crate::api::chat::ChoiceState::new(mode, false))
+            .collect();
+        let mut open = n;
         tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
-                let msg = match ev {
-                    GenEvent::Token { id, text, .. } => Ok(pb::GenerateResponse {
-                        event: Some(pb::generate_response::Event::Token(pb::TokenEvent {
+            use futures::StreamExt;
+            let tok = &state.model.tokenizer;
+            let piece = |id: u32| String::from_utf8_lossy(tok.piece(id)).into_owned();
+            while let Some((i, ev)) = events.next().await {
+                let event = match ev {
+                    GenEvent::Token {
+                        id,
+                        text,
+                        logprob,
+                        top,
+                    } => {
+                        texts[i as usize].push(&text, None);
+                        let asked = params.logprobs.is_some();
+                        pb::generate_response::Event::Token(pb::TokenEvent {
                             token_id: id,
                             text,
-                        })),
-                    }),
-                    GenEvent::Text(text) => Ok(pb::GenerateResponse {
-                        event: Some(pb::generate_response::Event::Token(pb::TokenEvent {
-                            token_id: 0,
+                            choice: i,
+                            logprob: asked.then_some(logprob),
+                            top_logprobs: top
+                                .iter()
+                                .map(|(t, lp)| pb::TopLogprob {
+                                    token_id: *t,
+                                    text: piece(*t),
+                                    logprob: *lp,
+                                })
+                                .collect(),
+                        })
+                    }
+                    GenEvent::Text(text) => {
+                        texts[i as usize].push(&text, None);
+                        pb::generate_response::Event::Token(pb::TokenEvent {
                             text,
-                        })),
-                    }),
-                    GenEvent::Done(f) => Ok(pb::GenerateResponse {
-                        event: Some(pb::generate_response::Event::Done(pb::FinalEvent {
-                            finish_reason: f.finish_reason.into(),
+                            choice: i,
+                            ..Default::default()
+                        })
+                    }
+                    GenEvent::Done(f) => {
+                        let ending = texts[i as usize].finish();
+                        let finish_reason = if ending.calls.is_empty() {
+                            f.finish_reason.into()
+                        } else {
+                            "tool_calls".into()
+                        };
+                        open -= 1;
+                        pb::generate_response::Event::Done(pb::FinalEvent {
+                            finish_reason,
                             usage: Some(pb::Usage {
                                 prompt_tokens: f.prompt_tokens,
                                 completion_tokens: f.completion_tokens,
@@ -327,12 +400,26 @@ impl InferenceService for InferenceSvc {
                                 total_ms: f.total.as_secs_f64() * 1000.0,
                             }),
                             request_id: request_id.clone(),
-                        })),
-                    }),
-                    GenEvent::Failed(e) => Err(status_of(&e)),
+                            choice: i,
+                            tool_calls: ending
+                                .calls
+                                .into_iter()
+                                .map(|c| pb::ToolCall {
+                                    id: c.id,
+                                    name: c.function.name,
+                                    arguments_json: c.function.arguments,
+                                })
+                                .collect(),
+                        })
+                    }
+                    GenEvent::Failed(e) => {
+                        let _ = tx.send(Err(status_of(&e))).await;
+                        return;
+                    }
                 };
-                if tx.send(msg).await.is_err() {
-                    break;
+                let msg = pb::GenerateResponse { event: Some(event) };
+                if tx.send(Ok(msg)).await.is_err() || open == 0 {
+                    return;
                 }
             }
         });

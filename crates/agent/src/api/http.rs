@@ -1,26 +1,21 @@
-//! HTTP API on the API port: `/health`, `/v1/models`, `/v1/chat/completions`
-//! (OpenAI-compatible, streaming as server-sent events) and `/v1/cluster`; and the
-//! metrics server (`/metrics`, `/health`) on the metrics port.
+//! HTTP API on the API port: the router (`/health`, `/v1/models`, `/v1/cluster`, and the
+//! handlers of [`super::chat`], [`super::completions`], [`super::embeddings`],
+//! [`super::ollama`]), errors in OpenAI's format; and the metrics server (`/metrics`,
+//! `/health`) on the metrics port.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::StreamExt;
 use serde_json::json;
-use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::grpc::chat_tokens;
 use crate::api::openai::*;
 use crate::api::App;
-use crate::metrics::RequestStatus;
-use crate::serving::{GenError, GenEvent, GenRequest};
+use crate::serving::GenError;
 
 type AppState = Arc<App>;
 
@@ -89,7 +84,12 @@ pub fn api_router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/v1/models", get(models))
         .route("/v1/cluster", get(cluster))
-        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/chat/completions", post(super::chat::chat_completions))
+        .route("/v1/completions", post(super::completions::completions))
+        .route("/tokenize", post(super::completions::tokenize))
+        .route("/detokenize", post(super::completions::detokenize))
+        .merge(super::ollama::router())
+        .merge(super::embeddings::router())
         .with_state(state)
 }
 
@@ -193,151 +193,8 @@ async fn cluster(State(s): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn chat_completions(
-    State(s): State<AppState>,
-    body: Result<Json<ChatCompletionRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let reject = |e: ApiError| {
-        s.metrics.finish_request(RequestStatus::Rejected);
-        e
-    };
-    let Json(req) = body.map_err(|r| reject(ApiError::new(r.status(), r.body_text())))?;
-    let v = req
-        .validate(&s.model.id)
-        .map_err(|m| reject(ApiError::new(StatusCode::BAD_REQUEST, m)))?;
-    let prompt_tokens = chat_tokens(&s, &v.messages).map_err(|e| reject(e.into()))?;
-    let params = engine::SamplingParams {
-        temperature: v.temperature,
-        top_k: v.top_k as usize,
-        top_p: v.top_p,
-        repeat_penalty: v.repeat_penalty,
-        repeat_last_n: 64,
-        seed: v.seed,
-        max_tokens: v.max_tokens as usize,
-        stop: v.stop.clone(),
-        ..Default::default()
-    };
-    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
-    let gen = GenRequest {
-        request_id: id.clone(),
-        prompt_tokens,
-        params,
-        constraint: None,
-    };
-    let events = s.serving.start(gen).map_err(|e| reject(e.into()))?;
-    let model = s.model.id.clone();
-    if req.stream {
-        Ok(stream_response(id, model, events))
-    } else {
-        collect_response(id, model, events).await
-    }
-}
-
-fn chunk(id: &str, model: &str, delta: Delta, finish: Option<&str>, usage: Option<Usage>) -> Event {
-    let c = ChatCompletionChunk {
-        id: id.into(),
-        object: "chat.completion.chunk",
-        created: unix_now(),
-        model: model.into(),
-        choices: vec![ChunkChoice {
-            index: 0,
-            delta,
-            finish_reason: finish.map(Into::into),
-        }],
-        usage,
-    };
-    Event::default().data(serde_json::to_string(&c).unwrap_or_default())
-}
-
-fn stream_response(
-    id: String,
-    model: String,
-    events: tokio::sync::mpsc::Receiver<GenEvent>,
-) -> Response {
-    let first = chunk(
-        &id,
-        &model,
-        Delta {
-            role: Some("assistant".into()),
-            content: Some(String::new()),
-        },
-        None,
-        None,
-    );
-    let body = ReceiverStream::new(events).filter_map(move |ev| {
-        let out = match ev {
-            GenEvent::Token { text, .. } | GenEvent::Text(text) if text.is_empty() => None,
-            GenEvent::Token { text, .. } | GenEvent::Text(text) => Some(vec![chunk(
-                &id,
-                &model,
-                Delta {
-                    role: None,
-                    content: Some(text),
-                },
-                None,
-                None,
-            )]),
-            GenEvent::Done(f) => Some(vec![
-                chunk(
-                    &id,
-                    &model,
-                    Delta::default(),
-                    Some(f.finish_reason),
-                    Some(Usage::of(&f)),
-                ),
-                Event::default().data("[DONE]"),
-            ]),
-            GenEvent::Failed(e) => {
-                let err = ApiError::from(e);
-                let body = json!({"error": {"message": err.message, "type": error_kind(err.status), "code": err.status.as_u16()}});
-                Some(vec![
-                    Event::default().data(body.to_string()),
-                    Event::default().data("[DONE]"),
-                ])
-            }
-        };
-        futures::future::ready(out)
-    });
-    let body = futures::stream::once(futures::future::ready(vec![first]))
-        .chain(body)
-        .flat_map(|v| futures::stream::iter(v.into_iter().map(Ok::<_, Infallible>)));
-    Sse::new(body)
-        .keep_alive(KeepAlive::default())
-        .into_response()
-}
-
-async fn collect_response(
-    id: String,
-    model: String,
-    mut events: tokio::sync::mpsc::Receiver<GenEvent>,
-) -> Result<Response, ApiError> {
-    let mut text = String::new();
-    while let Some(ev) = events.recv().await {
-        match ev {
-            GenEvent::Token { text: t, .. } | GenEvent::Text(t) => text.push_str(&t),
-            GenEvent::Failed(e) => return Err(e.into()),
-            GenEvent::Done(f) => {
-                let body = ChatCompletion {
-                    id,
-                    object: "chat.completion",
-                    created: unix_now(),
-                    model,
-                    choices: vec![Choice {
-                        index: 0,
-                        message: Message {
-                            role: "assistant".into(),
-                            content: text,
-                        },
-                        finish_reason: f.finish_reason.into(),
-                    }],
-                    usage: Usage::of(&f),
-                };
-                return Ok(Json(body).into_response());
-            }
-        }
-    }
-    Err(ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "generation ended without a result",
-    ))
+/// An error as one server-sent event (a stream has already answered 200).
+pub fn error_event(err: &ApiError) -> Event {
+    let body = json!({"error": {"message": err.message, "type": error_kind(err.status), "code": err.status.as_u16()}});
+    Event::default().data(body.to_string())
 }

@@ -2,10 +2,16 @@
 //! `InferenceService`, with reflection and health), one router for both on the API port,
 //! and TLS.
 
+pub mod chat;
+pub mod choices;
+pub mod completions;
 pub mod convert;
+pub mod embeddings;
 pub mod grpc;
 pub mod http;
+pub mod ollama;
 pub mod openai;
+pub mod prompt;
 pub mod server;
 pub mod tls;
 

@@ -185,6 +185,7 @@ fn seq_of(m: &link_msg::Msg) -> u64 {
         link_msg::Msg::Close(s) => *s,
         link_msg::Msg::Token(t) => t.seq,
         link_msg::Msg::Fault(f) => f.seq,
+        link_msg::Msg::Embedding(e) => e.seq,
         _ => 0,
     }
 }

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use engine::constrain::Constraint;
-use engine::{HiddenState, SamplingParams};
+use engine::{HiddenState, Pooling, SamplingParams};
 
 /// A sequence's id, unique in the cluster (drawn at random by its origin).
 pub type SeqId = u64;
@@ -53,6 +53,16 @@ pub struct Open {
     pub constraint: Option<Constraint>,
 }
 
+/// What an embedding sequence's last stage returns instead of sampling: the final
+/// hidden states of all its positions pooled into one vector (divided by its L2 norm
+/// when `normalize`), sent to the origin as an [`Embedding`] after the step marked
+/// `sample`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbedSpec {
+    pub pooling: Pooling,
+    pub normalize: bool,
+}
+
 /// The next positions of a sequence.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -89,6 +99,14 @@ pub struct Token {
     pub finish: Option<Finish>,
 }
 
+/// A sequence's pooled embedding, sent by the last stage to the origin (the reply to
+/// the step marked `sample` of a sequence opened with [`Msg::OpenEmbedding`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    pub seq: SeqId,
+    pub data: Vec<f32>,
+}
+
 /// What went wrong with a sequence on a stage, sent to its origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultKind {
@@ -113,9 +131,16 @@ pub struct Fault {
 #[derive(Debug, Clone)]
 pub enum Msg {
     Open(Open),
+    /// Opens an embedding sequence: like [`Msg::Open`] (with no `reuse`: an embedding
+    /// pools every position, so no stage may take positions from its prefix cache), but
+    /// its last stage answers with an [`Embedding`] instead of sampling. A message of
+    /// its own rather than a field of [`Open`], so that generation's opens stay as
+    /// they are.
+    OpenEmbedding(Open, EmbedSpec),
     Step(Step),
     Close(SeqId),
     Token(Token),
+    Embedding(Embedding),
     Fault(Fault),
 }
 

@@ -1,6 +1,6 @@
 //! Where pipeline messages go: to this agent's stage worker (opens, steps, closes), to
-//! the coordinators of sequences that entered here (tokens, faults), or over a link to
-//! another agent.
+//! the coordinators of sequences that entered here (tokens, embeddings, faults), or over
+//! a link to another agent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,6 +54,7 @@ impl Router {
         match msg {
             Msg::Token(ref t) => self.to_seq(t.seq, msg),
             Msg::Fault(ref f) => self.to_seq(f.seq, msg),
+            Msg::Embedding(ref e) => self.to_seq(e.seq, msg),
             m => {
                 let worker = self
                     .worker
@@ -64,7 +65,7 @@ impl Router {
                     Some(w) => w.send(m).err().map(|e| e.0),
                     None => Some(m),
                 };
-                if let Some(Msg::Open(o)) = undelivered {
+                if let Some(Msg::Open(o) | Msg::OpenEmbedding(o, _)) = undelivered {
                     self.deliver(Envelope {
                         to: o.route.origin.clone(),
                         msg: Msg::Fault(Fault {
@@ -91,7 +92,7 @@ impl Router {
         *self.worker.lock().unwrap_or_else(|p| p.into_inner()) = inbox;
     }
 
-    /// Receives the tokens and faults of sequence `seq` until [`Router::unregister`].
+    /// Receives the tokens, embeddings and faults of sequence `seq` until [`Router::unregister`].
     pub fn register(&self, seq: SeqId) -> SeqRx {
         let (tx, rx) = mpsc::unbounded_channel();
         self.seqs

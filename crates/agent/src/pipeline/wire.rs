@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
-use engine::{HiddenState, SamplingParams};
+use engine::{HiddenState, Pooling, SamplingParams};
 use proto::v1::{self as pb, link_msg};
 
-use super::msg::{Fault, FaultKind, Finish, Hop, Msg, Open, Route, Step, Token};
+use super::msg::{
+    EmbedSpec, Embedding, Fault, FaultKind, Finish, Hop, Msg, Open, Route, Step, Token,
+};
 
 /// Engine sampling parameters to the wire.
 pub fn sampling_to_proto(p: &SamplingParams) -> pb::SamplingParams {
@@ -65,33 +67,52 @@ pub fn sampling_from_proto(
     }
 }
 
+/// An open (with its embedding output, if any) as sent on a link.
+fn encode_open(o: &Open, embed: Option<&EmbedSpec>) -> pb::SeqOpen {
+    pb::SeqOpen {
+        seq: o.seq,
+        plan_version: o.route.plan_version,
+        hops: o
+            .route
+            .hops
+            .iter()
+            .map(|h| pb::RouteHop {
+                node_id: h.node_id.clone(),
+                api_addr: h.addr.clone(),
+                layer_start: h.range.start as u32,
+                layer_end: h.range.end as u32,
+            })
+            .collect(),
+        origin_node: o.route.origin.0.clone(),
+        origin_addr: o.route.origin.1.clone(),
+        sampling: Some(sampling_to_proto(&o.params)),
+        prompt_len: o.prompt_len as u32,
+        reuse: o.reuse.clone(),
+        constraint: o
+            .constraint
+            .as_ref()
+            .map(|c| serde_json::to_string(c).unwrap_or_default())
+            .unwrap_or_default(),
+        embed: embed.map(|e| pb::EmbedOutput {
+            pooling: match e.pooling {
+                Pooling::Mean => pb::EmbedPooling::PoolingMean,
+                Pooling::Cls => pb::EmbedPooling::PoolingCls,
+                Pooling::Last => pb::EmbedPooling::PoolingLast,
+                Pooling::None => pb::EmbedPooling::PoolingNone,
+            } as i32,
+            normalize: e.normalize,
+        }),
+    }
+}
+
 /// A message as sent on a link.
 pub fn encode(msg: &Msg) -> pb::LinkMsg {
     let m = match msg {
-        Msg::Open(o) => link_msg::Msg::Open(pb::SeqOpen {
-            seq: o.seq,
-            plan_version: o.route.plan_version,
-            hops: o
-                .route
-                .hops
-                .iter()
-                .map(|h| pb::RouteHop {
-                    node_id: h.node_id.clone(),
-                    api_addr: h.addr.clone(),
-                    layer_start: h.range.start as u32,
-                    layer_end: h.range.end as u32,
-                })
-                .collect(),
-            origin_node: o.route.origin.0.clone(),
-            origin_addr: o.route.origin.1.clone(),
-            sampling: Some(sampling_to_proto(&o.params)),
-            prompt_len: o.prompt_len as u32,
-            reuse: o.reuse.clone(),
-            constraint: o
-                .constraint
-                .as_ref()
-                .map(|c| serde_json::to_string(c).unwrap_or_default())
-                .unwrap_or_default(),
+        Msg::Open(o) => link_msg::Msg::Open(encode_open(o, None)),
+        Msg::OpenEmbedding(o, e) => link_msg::Msg::Open(encode_open(o, Some(e))),
+        Msg::Embedding(e) => link_msg::Msg::Embedding(pb::SeqEmbedding {
+            seq: e.seq,
+            values: e.data.clone(),
         }),
         Msg::Step(s) => link_msg::Msg::Step(pb::SeqStep {
             seq: s.seq,
@@ -160,7 +181,31 @@ pub fn decode(m: link_msg::Msg) -> Result<Option<Msg>, String> {
                         .map_err(|e| format!("sequence {}: bad constraint: {e}", o.seq))?,
                 )
             };
-            Msg::Open(Open {
+            let embed = match o.embed {
+                None => None,
+                Some(e) => Some(EmbedSpec {
+                    pooling: match pb::EmbedPooling::try_from(e.pooling) {
+                        Ok(pb::EmbedPooling::PoolingMean) => Pooling::Mean,
+                        Ok(pb::EmbedPooling::PoolingCls) => Pooling::Cls,
+                        Ok(pb::EmbedPooling::PoolingLast) => Pooling::Last,
+                        Ok(pb::EmbedPooling::PoolingNone) => Pooling::None,
+                        Err(_) => {
+                            return Err(format!(
+                                "sequence {}: unknown pooling {}",
+                                o.seq, e.pooling
+                            ))
+                        }
+                    },
+                    normalize: e.normalize,
+                }),
+            };
+            if embed.is_some() && !o.reuse.is_empty() {
+                return Err(format!(
+                    "sequence {}: an embedding sequence cannot reuse a cached prefix",
+                    o.seq
+                ));
+            }
+            let open = Open {
                 seq: o.seq,
                 route: Arc::new(Route {
                     plan_version: o.plan_version,
@@ -171,8 +216,16 @@ pub fn decode(m: link_msg::Msg) -> Result<Option<Msg>, String> {
                 prompt_len: o.prompt_len as usize,
                 reuse: o.reuse,
                 constraint,
-            })
+            };
+            match embed {
+                Some(e) => Msg::OpenEmbedding(open, e),
+                None => Msg::Open(open),
+            }
         }
+        link_msg::Msg::Embedding(e) => Msg::Embedding(Embedding {
+            seq: e.seq,
+            data: e.values,
+        }),
         link_msg::Msg::Step(s) => {
             if s.tokens.is_empty() {
                 return Err(format!("step of sequence {} without tokens", s.seq));
@@ -254,11 +307,43 @@ mod tests {
         let msgs = vec![
             Msg::Open(Open {
                 seq: 1,
-                route,
-                params,
+                route: route.clone(),
+                params: params.clone(),
                 prompt_len: 4,
                 reuse: vec![1, 2],
                 constraint: Some(engine::constrain::Constraint::Regex("[ab]+".into())),
+            }),
+            Msg::OpenEmbedding(
+                Open {
+                    seq: 2,
+                    route: route.clone(),
+                    params: SamplingParams::greedy(0),
+                    prompt_len: 6,
+                    reuse: Vec::new(),
+                    constraint: None,
+                },
+                EmbedSpec {
+                    pooling: Pooling::Last,
+                    normalize: true,
+                },
+            ),
+            Msg::OpenEmbedding(
+                Open {
+                    seq: 3,
+                    route,
+                    params,
+                    prompt_len: 1,
+                    reuse: Vec::new(),
+                    constraint: None,
+                },
+                EmbedSpec {
+                    pooling: Pooling::Mean,
+                    normalize: false,
+                },
+            ),
+            Msg::Embedding(Embedding {
+                seq: 2,
+                data: vec![0.25, -1.5, f32::MIN_POSITIVE, 3.0e7],
             }),
             Msg::Step(Step {
                 seq: 1,
@@ -301,5 +386,32 @@ mod tests {
         assert!(decode(link_msg::Msg::Step(bad))
             .unwrap_err()
             .contains("sequence 1"));
+        // An embedding sequence never takes a prefix from the stages' caches.
+        let mut open = encode_open(
+            &Open {
+                seq: 4,
+                route: Arc::new(Route {
+                    plan_version: 1,
+                    hops: vec![Hop {
+                        node_id: "a".into(),
+                        addr: "a:1".into(),
+                        range: 0..30,
+                    }],
+                    origin: ("a".into(), "a:1".into()),
+                }),
+                params: SamplingParams::greedy(0),
+                prompt_len: 3,
+                reuse: Vec::new(),
+                constraint: None,
+            },
+            Some(&EmbedSpec {
+                pooling: Pooling::Mean,
+                normalize: true,
+            }),
+        );
+        open.reuse = vec![1, 2];
+        assert!(decode(link_msg::Msg::Open(open))
+            .unwrap_err()
+            .contains("reuse"));
     }
 }

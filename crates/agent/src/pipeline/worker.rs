@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::constrain::{Matcher, TokenEnv};
-use engine::{KvCache, Sampler, Seq, Stage, StageInput, StageOutput};
+use engine::{KvCache, Output, Sampler, Seq, Stage, StageInput, StageOutput};
 
-use super::msg::{Envelope, Fault, FaultKind, Finish, Msg, Open, Route, SeqId, Step, Token};
+use super::msg::{
+    EmbedSpec, Embedding, Envelope, Fault, FaultKind, Finish, Msg, Open, Route, SeqId, Step, Token,
+};
 use super::prefix::PrefixCache;
 
 /// Steps with at most this many positions count as decoding (always batched).
@@ -59,6 +61,9 @@ struct SeqState {
     pending: VecDeque<Step>,
     /// When a step last arrived or ran.
     active: Instant,
+    /// An embedding sequence: the last stage sends its pooled embedding instead of
+    /// sampling, and its cache is not kept as a prefix (the origin never asks for it).
+    embedding: bool,
 }
 
 /// A sequence with no step for this long is dropped (its origin vanished without
@@ -155,7 +160,8 @@ impl Worker {
     /// Takes one message; whatever it causes at once goes to `out`.
     pub fn handle(&mut self, msg: Msg, out: &mut Vec<Envelope>) {
         match msg {
-            Msg::Open(o) => self.open(o, out),
+            Msg::Open(o) => self.open(o, None, out),
+            Msg::OpenEmbedding(o, e) => self.open(o, Some(e), out),
             Msg::Step(s) => match self.seqs.get_mut(&s.seq) {
                 Some(state) => {
                     state.active = Instant::now();
@@ -165,13 +171,13 @@ impl Worker {
                 None => tracing::debug!(seq = s.seq, "step for a sequence not open here; dropped"),
             },
             Msg::Close(seq) => self.close(seq),
-            Msg::Token(_) | Msg::Fault(_) => {
-                tracing::warn!("a token or fault reached the stage worker; dropped")
+            Msg::Token(_) | Msg::Fault(_) | Msg::Embedding(_) => {
+                tracing::warn!("a token, embedding or fault reached the stage worker; dropped")
             }
         }
     }
 
-    fn open(&mut self, o: Open, out: &mut Vec<Envelope>) {
+    fn open(&mut self, o: Open, embed: Option<EmbedSpec>, out: &mut Vec<Envelope>) {
         // Already open, or closed before its open arrived (closes go straight to every
         // stage, opens along the route).
         if self.seqs.contains_key(&o.seq) || self.closed_set.contains(&o.seq) {
@@ -185,6 +191,13 @@ impl Worker {
             );
             return self.fault(&o.route, o.seq, FaultKind::Failed, msg, out);
         };
+        if embed.is_some() && !o.reuse.is_empty() {
+            let msg = format!(
+                "{}: an embedding pools every position, so it cannot reuse a cached prefix",
+                self.cfg.node_id
+            );
+            return self.fault(&o.route, o.seq, FaultKind::Failed, msg, out);
+        }
         let ctx = self.stage.info().context_length;
         let need = (o.prompt_len + o.params.max_tokens).min(ctx);
         if self.reserved + need > self.cfg.kv_capacity {
@@ -197,7 +210,14 @@ impl Worker {
         self.prefix
             .shrink_to(self.cfg.kv_capacity - self.reserved - need);
         let cache = if o.reuse.is_empty() {
-            self.stage.new_cache()
+            let mut cache = self.stage.new_cache();
+            if let Some(e) = embed {
+                cache.set_output(Output::Embedding {
+                    pooling: e.pooling,
+                    normalize: e.normalize,
+                });
+            }
+            cache
         } else {
             match self.prefix.take(&o.reuse) {
                 Some(c) => c,
@@ -240,7 +260,10 @@ impl Worker {
             let next = &o.route.hops[index + 1];
             out.push(Envelope {
                 to: (next.node_id.clone(), next.addr.clone()),
-                msg: Msg::Open(o.clone()),
+                msg: match embed {
+                    Some(e) => Msg::OpenEmbedding(o.clone(), e),
+                    None => Msg::Open(o.clone()),
+                },
             });
         }
         self.reserved += need;
@@ -259,6 +282,7 @@ impl Worker {
                 pending: VecDeque::new(),
                 active: Instant::now(),
                 route: o.route,
+                embedding: embed.is_some(),
             },
         );
     }
@@ -277,7 +301,7 @@ impl Worker {
         };
         self.order.retain(|id| *id != seq);
         self.reserved -= s.reserved;
-        if s.history.len() == s.cache.len() {
+        if !s.embedding && s.history.len() == s.cache.len() {
             self.prefix.put(s.history, s.cache);
             self.prefix.shrink_to(self.cfg.kv_capacity - self.reserved);
         }
@@ -416,6 +440,19 @@ impl Worker {
                 }
             }
             match output {
+                // The last stage's output for an embedding sequence: the pooled vector
+                // of every position so far, wanted after the prompt's last chunk.
+                StageOutput::Hidden(h) if s.index + 1 == s.route.hops.len() => {
+                    if step.sample {
+                        out.push(Envelope {
+                            to: s.route.origin.clone(),
+                            msg: Msg::Embedding(Embedding {
+                                seq: id,
+                                data: h.data,
+                            }),
+                        });
+                    }
+                }
                 StageOutput::Hidden(h) => {
                     let next = &s.route.hops[s.index + 1];
                     out.push(Envelope {
@@ -628,6 +665,101 @@ mod tests {
 
     fn prompt(g: &Generator, text: &str) -> Vec<u32> {
         g.chat_tokens(&[ChatMessage::new("user", text)]).unwrap()
+    }
+
+    /// An embedding sequence sent in chunks beside a generating one: the worker answers
+    /// with the pooled vector the stage gives alone, samples nothing for it and keeps no
+    /// prefix of it; a reuse is refused.
+    #[test]
+    fn embedding_sequences_answer_with_the_pooled_vector() {
+        let (g, mut w, route) = setup(8);
+        let tokens = g
+            .tokenizer
+            .tokenize(
+                "A quiet harbour at dawn, gulls over the boats.",
+                true,
+                false,
+            )
+            .unwrap();
+        assert!(tokens.len() > 8);
+        let spec = EmbedSpec {
+            pooling: engine::Pooling::Mean,
+            normalize: true,
+        };
+        let open = |seq, reuse: Vec<u32>| {
+            Msg::OpenEmbedding(
+                Open {
+                    seq,
+                    route: route.clone(),
+                    params: SamplingParams::greedy(0),
+                    prompt_len: tokens.len(),
+                    reuse,
+                    constraint: None,
+                },
+                spec,
+            )
+        };
+        let mut inbox: VecDeque<Msg> = start(&route, 1, &prompt(&g, "Hi"), 3, 8).into();
+        inbox.push_back(open(2, Vec::new()));
+        for (i, c) in tokens.chunks(8).enumerate() {
+            inbox.push_back(Msg::Step(Step {
+                seq: 2,
+                pos: i * 8,
+                tokens: c.to_vec(),
+                hidden: None,
+                sample: (i + 1) * 8 >= tokens.len(),
+            }));
+        }
+        let (mut got, mut sampled) = (Vec::new(), 0);
+        loop {
+            let mut out = Vec::new();
+            while let Some(m) = inbox.pop_front() {
+                w.handle(m, &mut out);
+            }
+            if w.run_batch(&mut out).is_none() {
+                break;
+            }
+            for e in out {
+                match e.msg {
+                    Msg::Embedding(e) => got.push(e),
+                    Msg::Token(t) => {
+                        assert_eq!(t.seq, 1, "the embedding sequence samples nothing");
+                        sampled += 1;
+                    }
+                    Msg::Fault(f) => panic!("fault: {f:?}"),
+                    m => inbox.push_back(m),
+                }
+            }
+        }
+        assert!(sampled > 0);
+        assert_eq!(got.len(), 1, "one embedding, after the last chunk");
+        let stage = w.stage().clone();
+        let mut cache = stage.new_cache();
+        cache.set_output(Output::Embedding {
+            pooling: spec.pooling,
+            normalize: spec.normalize,
+        });
+        let mut want = Vec::new();
+        for c in tokens.chunks(8) {
+            match stage
+                .forward(StageInput::Tokens(c.to_vec()), &mut cache)
+                .unwrap()
+            {
+                StageOutput::Hidden(h) => want = h.data,
+                StageOutput::Logits(_) => panic!("logits for an embedding"),
+            }
+        }
+        assert_eq!(got[0].data, want);
+        w.handle(Msg::Close(2), &mut Vec::new());
+        w.handle(Msg::Close(1), &mut Vec::new());
+        assert_eq!(w.open_sequences(), 0);
+        // Only the generation's cache went to the prefix cache.
+        let kept = w.kv_bytes().1;
+        assert!(kept > 0 && kept < cache.bytes() * 2, "{kept}");
+        let mut out = Vec::new();
+        w.handle(open(3, tokens[..4].to_vec()), &mut out);
+        assert!(matches!(&out[..], [Envelope { msg: Msg::Fault(f), .. }]
+            if f.kind == FaultKind::Failed && f.message.contains("prefix")));
     }
 
     #[test]

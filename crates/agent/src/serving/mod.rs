@@ -5,6 +5,7 @@
 
 pub mod admission;
 mod coordinator;
+mod embed;
 mod prefixes;
 
 use std::sync::Arc;

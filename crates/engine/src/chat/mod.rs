@@ -36,6 +36,7 @@ pub struct ChatTemplate {
     bos: String,
     eos: String,
     clock: env::Clock,
+    tools: bool,
 }
 
 impl ChatTemplate {
@@ -78,6 +79,7 @@ impl ChatTemplate {
             bos,
             eos,
             clock,
+            tools: source.contains("tools"),
         })
     }
 
@@ -85,6 +87,11 @@ impl ChatTemplate {
     pub fn set_now(&self, unix_secs: Option<i64>) {
         self.clock
             .store(unix_secs.unwrap_or(i64::MIN), Ordering::Relaxed);
+    }
+
+    /// Whether the template renders tool definitions (it refers to `tools`).
+    pub fn supports_tools(&self) -> bool {
+        self.tools
     }
 
     /// The `bos_token` text the template gets.

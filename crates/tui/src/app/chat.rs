@@ -112,6 +112,7 @@ impl Chat {
             .map(|t| pb::ChatMessage {
                 role: t.role.clone(),
                 content: t.text.clone(),
+                ..Default::default()
             })
             .collect();
         self.transcript.push(Turn {

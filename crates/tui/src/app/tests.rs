@@ -244,6 +244,7 @@ fn chat_send_stream_and_finish() {
                 total_ms: 300.0,
             }),
             request_id: "r".into(),
+            ..Default::default()
         })),
         t1,
     );
