@@ -18,7 +18,16 @@ async fn open_stream(port: u16, prompt: &str, max_tokens: u32) -> (tokio::net::T
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let body = chat_body(prompt, max_tokens, true);
+    // The end-of-turn tokens of the default model (<|endoftext|> 0, <|im_end|> 2) are
+    // banned, so that a stream runs its whole max_tokens and stays open while checked.
+    let body = serde_json::json!({
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": true,
+        "logit_bias": {"0": -100, "2": -100},
+    })
+    .to_string();
     let req = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
