@@ -2,22 +2,20 @@
 //! tool calls (both as constrained decoding on the last stage), streamed as server-sent
 //! events or answered whole.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use engine::constrain::{parse_tool_calls, tool_grammar, Constraint, ToolMode, CALL_OPEN};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::http::{error_event, ApiError};
+use crate::api::http::{error_event, sse_response, ApiError};
 use crate::api::openai::*;
 use crate::api::{choices, prompt, App};
 use crate::metrics::RequestStatus;
@@ -368,10 +366,7 @@ impl Run {
                 }
             }
         });
-        let body = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-        Sse::new(body)
-            .keep_alive(KeepAlive::default())
-            .into_response()
+        sse_response(rx)
     }
 
     async fn collect(

@@ -1,21 +1,19 @@
 //! `POST /v1/completions` (text in, text out, no chat template; `n`, `echo`, legacy
 //! `logprobs`, streaming), and llama-server's `POST /tokenize` and `POST /detokenize`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::http::{error_event, ApiError};
+use crate::api::http::{error_event, sse_response, ApiError};
 use crate::api::openai::*;
 use crate::api::{choices, App};
 use crate::metrics::RequestStatus;
@@ -192,10 +190,7 @@ impl Run {
                 }
             }
         });
-        let body = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-        Sse::new(body)
-            .keep_alive(KeepAlive::default())
-            .into_response()
+        sse_response(rx)
     }
 
     async fn collect(

@@ -198,3 +198,14 @@ pub fn error_event(err: &ApiError) -> Event {
     let body = json!({"error": {"message": err.message, "type": error_kind(err.status), "code": err.status.as_u16()}});
     Event::default().data(body.to_string())
 }
+
+/// A server-sent-event response fed by `rx` (a task writes the events; it stops when the
+/// client leaves and the channel closes).
+pub fn sse_response(rx: tokio::sync::mpsc::Receiver<Event>) -> Response {
+    use futures::StreamExt;
+    let body =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    axum::response::sse::Sse::new(body)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response()
+}
