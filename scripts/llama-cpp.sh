@@ -69,6 +69,49 @@ CMAKE_FLAGS=(
     -DLLAMA_BUILD_TOOLS=ON
     -DLLAMA_BUILD_SERVER=ON
 )
+# AMX: some virtual machines advertise AMX in CPUID but fault on its instructions (seen on
+# a Firecracker VM: ggml's AMX matmul dies on ldtilecfg with SIGSEGV). When -march=native
+# enables AMX here, a tiny program requests the tile permission and runs a tile instruction;
+# if it fails, the build keeps -march=native minus AMX (explicit -mno-* wins over -march).
+amx_probe() { # prints "ok", "broken" or "absent"
+    local target
+    target=$(c++ -march=native -Q --help=target 2>/dev/null || true) # (no grep -q: pipefail)
+    grep -qE '^\s+-mamx-tile\s+\[enabled\]' <<<"$target" || {
+        echo absent
+        return
+    }
+    local d
+    d=$(mktemp -d)
+    cat >"$d/amx.c" <<'C'
+#include <immintrin.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(void) {
+    unsigned char cfg[64];
+    if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */)) return 2;
+    memset(cfg, 0, sizeof cfg);
+    cfg[0] = 1; cfg[16] = 64; cfg[48] = 16; /* palette 1; tile 0: 16 rows of 64 bytes */
+    _tile_loadconfig(cfg);
+    _tile_zero(0);
+    _tile_release();
+    return 0;
+}
+C
+    if cc -O1 -march=native "$d/amx.c" -o "$d/amx" 2>/dev/null && "$d/amx" 2>/dev/null; then
+        echo ok
+    else
+        echo broken
+    fi
+    rm -rf "$d"
+}
+if [[ $(amx_probe) == broken ]]; then
+    CMAKE_FLAGS+=("-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+    AMX_NOTE=" (AMX off: this CPU advertises it but its instructions fault here)"
+else
+    AMX_NOTE=""
+fi
 LIB_TARGETS=(llama)
 MINIMAL_TARGETS=(llama llama-quantize)
 FULL_TARGETS=(llama llama-quantize llama-bench llama-server ggml-rpc-server)
@@ -156,7 +199,7 @@ build_targets() { # stamp-name targets...
     fetch_sdist
     local t0=$(date +%s)
     if [[ ! -f $BUILD/CMakeCache.txt || $(cat "$ROOT/.configured" 2>/dev/null) != "$key" ]]; then
-        log "configuring llama.cpp (cmake ${CMAKE_FLAGS[*]}) ..."
+        log "configuring llama.cpp${AMX_NOTE} (cmake ${CMAKE_FLAGS[*]}) ..."
         rm -rf "$BUILD"
         cmake -S "$LLAMA_SRC" -B "$BUILD" "${CMAKE_FLAGS[@]}" >"$ROOT/cmake-configure.log" 2>&1 ||
             die "cmake configure failed: see $ROOT/cmake-configure.log"

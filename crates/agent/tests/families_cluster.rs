@@ -1,5 +1,6 @@
-//! Model families other than llama on a cluster: three agents (separate processes on
-//! 127.0.0.1) serve the tiny qwen3 and gemma2 fixtures of `scripts/fixtures.sh` through
+//! Every model family on a cluster: three agents (separate processes on 127.0.0.1) serve
+//! the tiny fixture of each family of `scripts/fixtures.sh` (llama 3 with an untied head,
+//! llama with Mixtral-style experts, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3) through
 //! the HTTP API, and the greedy answer equals the single-process engine's, split or not.
 
 mod common;
@@ -100,34 +101,53 @@ async fn chat(a: &Agent) -> (String, u64) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn three_agents_serve_qwen3_and_gemma2() {
-    for label in ["qwen3", "gemma2"] {
-        let model = fixture(label);
-        let info = engine::ModelInfo::read(&model).unwrap();
-        let (p1, p2, p3) = (Ports::new(), Ports::new(), Ports::new());
-        let a1 = Agent::start("agent-1", p1, &[], &model);
-        let a2 = Agent::start("agent-2", p2, &[p1.gossip], &model);
-        let a3 = Agent::start("agent-3", p3, &[p1.gossip], &model);
-        let split = converge(&[&a1, &a2, &a3]).await;
-        assert_eq!(split.first().map(|s| s.0), Some(0));
-        assert_eq!(split.last().map(|s| s.1), Some(info.n_layers), "{split:?}");
+/// Three agents serve the `label` fixture: they agree on a 3-way plan over all layers, the
+/// split engine equals the whole one, and each agent as entry answers with those tokens.
+async fn three_agents_serve(label: &str) {
+    let model = fixture(label);
+    let info = engine::ModelInfo::read(&model).unwrap();
+    let (p1, p2, p3) = (Ports::new(), Ports::new(), Ports::new());
+    let a1 = Agent::start("agent-1", p1, &[], &model);
+    let a2 = Agent::start("agent-2", p2, &[p1.gossip], &model);
+    let a3 = Agent::start("agent-3", p3, &[p1.gossip], &model);
+    let split = converge(&[&a1, &a2, &a3]).await;
+    assert_eq!(split.first().map(|s| s.0), Some(0));
+    assert_eq!(split.last().map(|s| s.1), Some(info.n_layers), "{split:?}");
 
-        let expected = reference_split(&model, &split, PROMPT, MAX as usize);
-        let whole = reference_split(&model, &[(0, info.n_layers)], PROMPT, MAX as usize);
-        assert_eq!(
-            expected, whole,
-            "{label}: the split engine differs from the whole"
-        );
-        assert!(!expected.is_empty(), "{label}: empty answer");
-        for a in [&a1, &a2, &a3] {
-            let (text, n) = chat(a).await;
-            assert_eq!(text, expected, "{label} entered at {}", a.id);
-            assert!(n > 0 && n <= MAX as u64, "{label}: {n} tokens");
-        }
-        println!(
-            "{label} on 3 agents {split:?}: {} chars, as the single-process engine",
-            expected.len()
-        );
+    let expected = reference_split(&model, &split, PROMPT, MAX as usize);
+    let whole = reference_split(&model, &[(0, info.n_layers)], PROMPT, MAX as usize);
+    assert_eq!(
+        expected, whole,
+        "{label}: the split engine differs from the whole"
+    );
+    assert!(!expected.is_empty(), "{label}: empty answer");
+    for a in [&a1, &a2, &a3] {
+        let (text, n) = chat(a).await;
+        assert_eq!(text, expected, "{label} entered at {}", a.id);
+        assert!(n > 0 && n <= MAX as u64, "{label}: {n} tokens");
     }
+    println!(
+        "{label} on 3 agents {split:?}: {} chars, as the single-process engine",
+        expected.len()
+    );
+}
+
+macro_rules! family_tests {
+    ($($name:ident => $label:literal),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() {
+            three_agents_serve($label).await;
+        }
+    )*};
+}
+
+family_tests! {
+    three_agents_serve_llama3_untied => "llama3-untied",
+    three_agents_serve_llama_moe => "llama-moe",
+    three_agents_serve_qwen2 => "qwen2",
+    three_agents_serve_qwen3 => "qwen3",
+    three_agents_serve_qwen3moe => "qwen3moe",
+    three_agents_serve_gemma2 => "gemma2",
+    three_agents_serve_gemma3 => "gemma3",
+    three_agents_serve_phi3 => "phi3",
 }
