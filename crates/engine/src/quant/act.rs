@@ -218,15 +218,32 @@ mod avx {
     pub unsafe fn round32(x: &[f32], id: f32, q: &mut [i8]) {
         debug_assert!(x.len() >= 32 && q.len() >= 32);
         let p = x.as_ptr();
-        let vid = _mm256_set1_ps(id);
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
+        store_bytes(rounded(&v, _mm256_set1_ps(id)), q);
+    }
+
+    /// Each value times `id`, rounded to nearest (ties to even), as i32 lanes.
+    #[inline(always)]
+    unsafe fn rounded(v: &[__m256; 4], id: __m256) -> [__m256i; 4] {
         let mut i = [_mm256_setzero_si256(); 4];
-        for (k, i) in i.iter_mut().enumerate() {
+        for (i, v) in i.iter_mut().zip(v) {
             *i = _mm256_cvtps_epi32(_mm256_round_ps(
-                _mm256_mul_ps(_mm256_loadu_ps(p.add(8 * k)), vid),
+                _mm256_mul_ps(*v, id),
                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
             ));
         }
-        // Pack to bytes; packs interleave 128-bit lanes, the permute puts them back in order.
+        i
+    }
+
+    /// The 32 lanes as (saturated) bytes into `q`, in order.
+    #[inline(always)]
+    unsafe fn store_bytes(i: [__m256i; 4], q: &mut [i8]) {
+        // Packs interleave 128-bit lanes; the permute puts them back in order.
         let a = _mm256_packs_epi32(i[0], i[1]);
         let b = _mm256_packs_epi32(i[2], i[3]);
         let v = _mm256_packs_epi16(a, b);
@@ -253,13 +270,7 @@ mod avx {
         let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         let amax = _mm_cvtss_f32(m4);
         let id = _mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
-        let mut i = [_mm256_setzero_si256(); 4];
-        for k in 0..4 {
-            i[k] = _mm256_cvtps_epi32(_mm256_round_ps(
-                _mm256_mul_ps(v[k], id),
-                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-            ));
-        }
+        let i = rounded(&v, id);
         let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
         let s4 = _mm_add_epi32(
             _mm256_castsi256_si128(sum),
@@ -268,13 +279,8 @@ mod avx {
         let s4 = _mm_hadd_epi32(s4, s4);
         let s4 = _mm_hadd_epi32(s4, s4);
         let total = _mm_cvtsi128_si32(s4);
-        // Pack to bytes; packs interleave 128-bit lanes, the permute puts them back in order.
-        let a = _mm256_packs_epi32(i[0], i[1]);
-        let b = _mm256_packs_epi32(i[2], i[3]);
-        let q = _mm256_packs_epi16(a, b);
-        let q = _mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         let mut out = super::q8_block(amax / 127.0, total, [0; 32]);
-        _mm256_storeu_si256(out.qs.as_mut_ptr() as *mut __m256i, q);
+        store_bytes(i, &mut out.qs);
         out
     }
 }
