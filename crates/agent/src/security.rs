@@ -1,10 +1,13 @@
 //! Optional security: a shared cluster secret (gossip + pipeline calls), an API key
-//! (HTTP `/v1/*`, gRPC InferenceService and NodeService) and TLS on the API port.
-//! Everything is off by default.
+//! (every route of the API port but the few public ones), TLS on the API port, and the
+//! origins browsers may call from (CORS). Everything is off by default.
 //!
-//! The checks run as one axum middleware ([`guard`]) in front of the merged gRPC +
-//! HTTP router: gRPC metadata are HTTP/2 headers, so this is the same check a
-//! tonic interceptor would make, applied per service path.
+//! The API key is **deny by default**: [`need`] names the public paths (`/health`, gRPC
+//! health and reflection) and the pipeline's (which take the cluster token); every other
+//! path, including one added later or one that does not exist, needs the key. The metrics
+//! port has no key (Prometheus scrapes it). The checks run as one axum middleware
+//! ([`guard`]) in front of the merged gRPC + HTTP router: gRPC metadata are HTTP/2
+//! headers, so this is the same check a tonic interceptor would make, applied per path.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -25,10 +28,15 @@ pub struct SecurityArgs {
     /// carry a token derived from it; agents without it are not admitted.
     #[arg(long, env = "CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
-    /// API key: HTTP `/v1/*` need `Authorization: Bearer KEY`, gRPC InferenceService
-    /// and NodeService need `authorization: Bearer KEY` metadata.
+    /// API key: every HTTP route of the API port but `/health` (OpenAI, Ollama,
+    /// `/tokenize`, ...) needs `Authorization: Bearer KEY`, every gRPC service but health,
+    /// reflection and the pipeline's needs `authorization: Bearer KEY` metadata.
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Origins browsers may call the API from (CORS), comma-separated, or `*` for any;
+    /// none by default. Preflights are answered; the API key is still required.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// PEM certificate (chain) to serve the API port over TLS (needs --tls-key).
     #[arg(long, env = "TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -44,6 +52,7 @@ impl std::fmt::Debug for SecurityArgs {
             .field("api_key", &self.key().map(|_| "<set>"))
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }
@@ -62,6 +71,40 @@ impl SecurityArgs {
             .as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty())
+    }
+
+    /// The CORS layer of `--cors-origins` (`None`: no CORS headers, browsers refuse).
+    pub fn cors(&self) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+        use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+        let origins: Vec<&str> = self
+            .cors_origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if origins.is_empty() {
+            return Ok(None);
+        }
+        let allow = if origins.contains(&"*") {
+            AllowOrigin::any()
+        } else {
+            let list = origins
+                .iter()
+                .map(|o| {
+                    o.parse::<HeaderValue>()
+                        .map_err(|_| anyhow::anyhow!("--cors-origins: '{o}' is not a valid origin"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            AllowOrigin::list(list)
+        };
+        Ok(Some(
+            CorsLayer::new()
+                .allow_origin(allow)
+                .allow_methods(Any)
+                .allow_headers(Any)
+                .expose_headers(Any)
+                .max_age(std::time::Duration::from_secs(600)),
+        ))
     }
 
     /// The checks these flags ask for.
@@ -121,22 +164,37 @@ pub enum Need {
     ClusterToken,
 }
 
-/// The requirement of a request path.
-pub fn need(path: &str) -> Need {
-    const PKG: &str = "/distributed_llm.v1.";
-    if path.starts_with("/v1/") || path == "/v1" {
-        Need::ApiKeyHttp
-    } else if let Some(rest) = path.strip_prefix(PKG) {
-        if rest.starts_with("PipelineService/") {
-            Need::ClusterToken
-        } else if rest.starts_with("InferenceService/") || rest.starts_with("NodeService/") {
-            Need::ApiKeyGrpc
-        } else {
-            Need::Open
-        }
-    } else {
+/// Paths open to anyone: liveness for load balancers and Docker, gRPC health checks and
+/// reflection (service descriptions, no data).
+const PUBLIC: &[&str] = &["/health"];
+const PUBLIC_GRPC: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+/// The stage-to-stage service: agents authenticate with the cluster token.
+const PIPELINE: &str = "/distributed_llm.v1.PipelineService/";
+
+/// The requirement of a request (its path, and whether it is gRPC): the exceptions above,
+/// and the API key for everything else.
+pub fn need(path: &str, grpc: bool) -> Need {
+    if PUBLIC.contains(&path) || PUBLIC_GRPC.iter().any(|p| path.starts_with(p)) {
         Need::Open
+    } else if path.starts_with(PIPELINE) {
+        Need::ClusterToken
+    } else if grpc || path.starts_with("/distributed_llm.") {
+        Need::ApiKeyGrpc
+    } else {
+        Need::ApiKeyHttp
     }
+}
+
+/// Whether a request is gRPC (by its content type).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// Constant-time equality of two byte strings.
@@ -157,7 +215,7 @@ fn bearer_ok(headers: &HeaderMap, key: &str) -> bool {
 
 /// Why a request is refused under `policy`, or `None` when it may pass.
 pub fn check(policy: &Security, path: &str, headers: &HeaderMap) -> Option<Response> {
-    match need(path) {
+    match need(path, is_grpc(headers)) {
         Need::Open => None,
         Need::ApiKeyHttp => {
             let key = policy.api_key.as_deref()?;
@@ -235,22 +293,43 @@ mod tests {
     }
 
     #[test]
-    fn paths_map_to_requirements() {
-        assert_eq!(need("/health"), Need::Open);
-        assert_eq!(need("/v1/chat/completions"), Need::ApiKeyHttp);
+    fn paths_map_to_requirements_deny_by_default() {
+        let http = |p| need(p, false);
+        assert_eq!(http("/health"), Need::Open);
+        for p in [
+            "/v1/chat/completions",
+            "/api/chat",
+            "/api/tags",
+            "/tokenize",
+            "/detokenize",
+            "/",
+            "/healthz",
+            "/health/",
+            "/some/route/added/later",
+        ] {
+            assert_eq!(http(p), Need::ApiKeyHttp, "{p}");
+        }
         assert_eq!(
-            need("/distributed_llm.v1.PipelineService/Forward"),
+            http("/distributed_llm.v1.PipelineService/Forward"),
             Need::ClusterToken
         );
         assert_eq!(
-            need("/distributed_llm.v1.InferenceService/Generate"),
+            http("/distributed_llm.v1.InferenceService/Generate"),
             Need::ApiKeyGrpc
         );
         assert_eq!(
-            need("/distributed_llm.v1.NodeService/GetNodeInfo"),
+            http("/distributed_llm.v1.NodeService/GetNodeInfo"),
             Need::ApiKeyGrpc
         );
-        assert_eq!(need("/grpc.health.v1.Health/Check"), Need::Open);
+        assert_eq!(need("/some.Other/Method", true), Need::ApiKeyGrpc);
+        assert_eq!(http("/grpc.health.v1.Health/Check"), Need::Open);
+        assert_eq!(
+            need(
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                true
+            ),
+            Need::Open
+        );
     }
 
     #[test]
@@ -269,6 +348,8 @@ mod tests {
         assert!(check(&p, "/v1/models", &headers(&[("authorization", "Bearer x")])).is_some());
         assert!(check(&p, "/v1/models", &headers(&[("authorization", "Bearer k")])).is_none());
         assert!(check(&p, "/health", &HeaderMap::new()).is_none());
+        assert!(check(&p, "/api/chat", &HeaderMap::new()).is_some());
+        assert!(check(&p, "/api/chat", &headers(&[("authorization", "Bearer k")])).is_none());
         let g = check(
             &p,
             "/distributed_llm.v1.NodeService/GetNodeInfo",

@@ -42,7 +42,7 @@ fn any_json() -> impl Strategy<Value = Value> {
 
 /// Checks what a validated request promises.
 fn check_valid(req: &ChatCompletionRequest) {
-    if let Ok(v) = req.validate("SmolLM2-135M-Instruct.Q4_1", 49152) {
+    if let Ok(v) = req.validate(49152) {
         assert!(!v.messages.is_empty());
         let p = &v.params;
         assert!(p.max_tokens >= 1);
@@ -87,7 +87,7 @@ proptest! {
             "top_p": top_p,
         });
         if let Ok(req) = serde_json::from_value::<ChatCompletionRequest>(body) {
-            match req.validate("m", 49152) {
+            match req.validate(49152) {
                 Ok(_) => check_valid(&req),
                 Err(msg) => prop_assert!(!msg.is_empty()),
             }

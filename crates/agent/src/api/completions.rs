@@ -3,82 +3,89 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::http::{error_event, sse_response, ApiError};
+use crate::api::core::{self, error_event, sse_response, ApiError, Fold, Sampled, Step};
 use crate::api::openai::*;
-use crate::api::{choices, App};
+use crate::api::App;
 use crate::metrics::RequestStatus;
-use crate::serving::{Finished, GenEvent};
+use crate::serving::GenEvent;
 
 /// The handler of `/v1/completions`.
-pub async fn completions(
-    State(s): State<Arc<App>>,
-    body: Result<Json<CompletionRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let reject = |e: ApiError| {
+pub async fn completions(State(s): State<Arc<App>>, body: Bytes) -> Response {
+    let r = async {
+        let req: CompletionRequest = core::parse_body(&body)?;
+        if let Some(m) = unknown_model(req.model.as_deref(), &s.model.id) {
+            return Err(ApiError::model_not_found(m, &s.model.id));
+        }
+        let tok = &s.model.tokenizer;
+        let (prompts, params, n) = req.validate(tok.vocab_size()).map_err(ApiError::bad)?;
+        let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
+        // One merged stream over prompts x n; choice index = prompt * n + i, as OpenAI.
+        let mut streams = Vec::new();
+        let mut echoes = Vec::new();
+        for (p, prompt) in prompts.iter().enumerate() {
+            let tokens = match prompt {
+                Prompt::Text(t) => tok
+                    .tokenize(t, tok.add_bos(), true)
+                    .map_err(|e| ApiError::bad(format!("tokenizer: {e}")))?,
+                Prompt::Tokens(t) => t.clone(),
+            };
+            let echo = match prompt {
+                Prompt::Text(t) => t.clone(),
+                Prompt::Tokens(t) => {
+                    String::from_utf8_lossy(&tok.detokenize(t, false, false)).into()
+                }
+            };
+            let base = p as u32 * n;
+            let events =
+                core::start_choices(&s.serving, &format!("{id}/{p}"), tokens, &params, None, n)?;
+            streams.push(events.map(move |(i, ev)| (base + i, ev)).boxed());
+            echoes.extend(std::iter::repeat_n(echo, n as usize));
+        }
+        let events = futures::stream::select_all(streams).boxed();
+        let run = Run {
+            app: s.clone(),
+            fingerprint: core::setup::system_fingerprint(&s.state),
+            id,
+            model: s.model.id.clone(),
+            echo: req.echo,
+            logprobs: params.logprobs.is_some(),
+            fold: Fold::new(echoes.len() as u32, None),
+            echoes,
+            include_usage: req.sampling.include_usage(),
+        };
+        Ok(if req.sampling.stream {
+            run.stream(events)
+        } else {
+            run.collect(events).await?
+        })
+    };
+    r.await.unwrap_or_else(|e: ApiError| {
         s.metrics.finish_request(RequestStatus::Rejected);
-        e
-    };
-    let bad = |m: String| reject(ApiError::new(StatusCode::BAD_REQUEST, m));
-    let Json(req) = body.map_err(|r| reject(ApiError::new(r.status(), r.body_text())))?;
-    let tok = &s.model.tokenizer;
-    let (prompts, params, n) = req.validate(&s.model.id, tok.vocab_size()).map_err(bad)?;
-    let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
-    // One merged stream over prompts x n; choice index = prompt * n + i, as OpenAI.
-    let mut streams = Vec::new();
-    let mut echoes = Vec::new();
-    for (p, prompt) in prompts.iter().enumerate() {
-        let tokens = match prompt {
-            Prompt::Text(t) => tok
-                .tokenize(t, tok.add_bos(), true)
-                .map_err(|e| bad(format!("tokenizer: {e}")))?,
-            Prompt::Tokens(t) => t.clone(),
-        };
-        let echo = match prompt {
-            Prompt::Text(t) => t.clone(),
-            Prompt::Tokens(t) => String::from_utf8_lossy(&tok.detokenize(t, false, false)).into(),
-        };
-        let base = p as u32 * n;
-        let events = choices::start(&s.serving, &format!("{id}/{p}"), tokens, &params, None, n)
-            .map_err(|e| reject(e.into()))?;
-        streams.push(events.map(move |(i, ev)| (base + i, ev)).boxed());
-        echoes.extend(std::iter::repeat_n(echo, n as usize));
-    }
-    let events = futures::stream::select_all(streams);
-    let run = Run {
-        app: s.clone(),
-        id,
-        model: s.model.id.clone(),
-        echo: req.echo,
-        logprobs: params.logprobs.is_some(),
-        echoes,
-        include_usage: req.sampling.include_usage(),
-    };
-    if req.sampling.stream {
-        Ok(run.stream(events))
-    } else {
-        run.collect(events).await
-    }
+        e.into_response()
+    })
 }
 
 struct Run {
     app: Arc<App>,
     id: String,
     model: String,
+    fingerprint: String,
     echo: bool,
     logprobs: bool,
     /// Each choice's prompt text (for `echo`).
     echoes: Vec<String>,
     include_usage: bool,
+    fold: Fold,
 }
 
 impl Run {
@@ -88,40 +95,37 @@ impl Run {
             object: "text_completion",
             created: unix_now(),
             model: self.model.clone(),
+            system_fingerprint: self.fingerprint.clone(),
             choices,
             usage,
         }
     }
 
-    /// Adds a token to legacy logprobs; `offset` is its text's offset in the choice.
-    fn add_logprob(
-        &self,
-        lp: &mut CompletionLogprobs,
-        id: u32,
-        logprob: f32,
-        top: &[(u32, f32)],
-        offset: usize,
-    ) {
-        let t = choices::token_logprob(&self.app.model.tokenizer, id, logprob, top);
-        lp.tokens.push(t.token);
-        lp.token_logprobs.push(t.logprob);
-        lp.top_logprobs.push(
-            t.top_logprobs
-                .into_iter()
-                .map(|a| (a.token, a.logprob))
-                .collect(),
-        );
-        lp.text_offset.push(offset);
+    /// Legacy logprobs of `sampled`, the first token's text at `offset` in the choice.
+    fn legacy(&self, sampled: &[Sampled], mut offset: usize) -> Option<CompletionLogprobs> {
+        self.logprobs.then(|| {
+            let mut lp = CompletionLogprobs::default();
+            for s in sampled {
+                let t = core::token_logprob(&self.app.model.tokenizer, s);
+                lp.tokens.push(t.token);
+                lp.token_logprobs.push(t.logprob);
+                lp.top_logprobs.push(
+                    t.top_logprobs
+                        .into_iter()
+                        .map(|a| (a.token, a.logprob))
+                        .collect(),
+                );
+                lp.text_offset.push(offset);
+                offset += s.text.len();
+            }
+            lp
+        })
     }
 
-    fn stream(
-        self,
-        mut events: impl futures::Stream<Item = (u32, GenEvent)> + Send + Unpin + 'static,
-    ) -> Response {
+    fn stream(mut self, mut events: BoxStream<'static, (u32, GenEvent)>) -> Response {
         let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
         tokio::spawn(async move {
             let n = self.echoes.len();
-            let mut done: Vec<Option<Finished>> = vec![None; n];
             let mut offsets = vec![0usize; n];
             let send = |c: TextCompletion| {
                 Event::default().data(serde_json::to_string(&c).unwrap_or_default())
@@ -136,38 +140,26 @@ impl Run {
                 }
             }
             while let Some((i, ev)) = events.next().await {
-                let k = i as usize;
-                let out = match ev {
-                    GenEvent::Token {
-                        id,
+                let out = match self.fold.step(i, ev) {
+                    Ok(None) => continue,
+                    Ok(Some(Step::Delta {
+                        choice: i,
                         text,
-                        logprob,
-                        top,
-                    } => {
-                        let lp = self.logprobs.then(|| {
-                            let mut lp = CompletionLogprobs::default();
-                            self.add_logprob(&mut lp, id, logprob, &top, offsets[k]);
-                            lp
-                        });
+                        sampled,
+                    })) => {
+                        let k = i as usize;
+                        let lp = self.legacy(&sampled, offsets[k]);
                         offsets[k] += text.len();
                         vec![send(self.body(vec![choice(i, text, lp, None)], None))]
                     }
-                    GenEvent::Text(text) => {
-                        offsets[k] += text.len();
-                        vec![send(self.body(vec![choice(i, text, None, None)], None))]
-                    }
-                    GenEvent::Failed(e) => {
-                        let _ = tx.send(error_event(&ApiError::from(e))).await;
-                        let _ = tx.send(Event::default().data("[DONE]")).await;
-                        return;
-                    }
-                    GenEvent::Done(f) => {
-                        let reason = f.finish_reason.to_string();
-                        done[k] = Some(f);
-                        let all = done.iter().all(Option::is_some);
-                        let usage = Usage::of_choices(done.iter().flatten());
+                    Ok(Some(Step::End { choice: i, ending })) => {
+                        let all = self.fold.all_done();
+                        let usage = self.fold.usage();
+                        let text = ending.content.unwrap_or_default();
+                        let lp = self.legacy(&ending.sampled, offsets[i as usize]);
+                        let lp = lp.filter(|l| !l.tokens.is_empty());
                         let mut v = vec![send(self.body(
-                            vec![choice(i, String::new(), None, Some(reason))],
+                            vec![choice(i, text, lp, Some(ending.reason))],
                             (all && !self.include_usage).then(|| usage.clone()),
                         ))];
                         if all {
@@ -178,14 +170,18 @@ impl Run {
                         }
                         v
                     }
+                    Err(e) => {
+                        let _ = tx.send(error_event(&ApiError::from(e))).await;
+                        let _ = tx.send(Event::default().data("[DONE]")).await;
+                        return;
+                    }
                 };
-                let end = done.iter().all(Option::is_some);
                 for e in out {
                     if tx.send(e).await.is_err() {
                         return;
                     }
                 }
-                if end {
+                if self.fold.all_done() {
                     return;
                 }
             }
@@ -194,56 +190,27 @@ impl Run {
     }
 
     async fn collect(
-        self,
-        mut events: impl futures::Stream<Item = (u32, GenEvent)> + Unpin,
+        mut self,
+        events: BoxStream<'static, (u32, GenEvent)>,
     ) -> Result<Response, ApiError> {
-        let n = self.echoes.len();
-        let mut texts: Vec<String> = if self.echo {
-            self.echoes.clone()
-        } else {
-            vec![String::new(); n]
-        };
-        let mut lps = vec![CompletionLogprobs::default(); n];
-        let mut done: Vec<Option<Finished>> = vec![None; n];
-        while let Some((i, ev)) = events.next().await {
-            let k = i as usize;
-            match ev {
-                GenEvent::Token {
-                    id,
-                    text,
-                    logprob,
-                    top,
-                } => {
-                    if self.logprobs {
-                        self.add_logprob(&mut lps[k], id, logprob, &top, texts[k].len());
-                    }
-                    texts[k].push_str(&text);
-                }
-                GenEvent::Text(text) => texts[k].push_str(&text),
-                GenEvent::Failed(e) => return Err(e.into()),
-                GenEvent::Done(f) => {
-                    done[k] = Some(f);
-                    if done.iter().all(Option::is_some) {
-                        break;
-                    }
-                }
-            }
-        }
-        if done.iter().any(Option::is_none) {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "generation ended without a result",
-            ));
-        }
-        let usage = Usage::of_choices(done.iter().flatten());
-        let choices = texts
+        let fold = std::mem::replace(&mut self.fold, Fold::new(0, None));
+        let (wholes, usage) = core::collect(events, fold).await?;
+        let choices = wholes
             .into_iter()
-            .zip(lps)
-            .zip(&done)
             .enumerate()
-            .map(|(i, ((text, lp), f))| {
-                let reason = f.as_ref().map(|f| f.finish_reason.to_string());
-                choice(i as u32, text, self.logprobs.then_some(lp), reason)
+            .map(|(i, w)| {
+                let prefix = if self.echo {
+                    self.echoes[i].as_str()
+                } else {
+                    ""
+                };
+                let lp = self.legacy(&w.sampled, prefix.len());
+                choice(
+                    i as u32,
+                    format!("{prefix}{}", w.content),
+                    lp,
+                    Some(w.reason),
+                )
             })
             .collect();
         Ok(Json(self.body(choices, Some(usage))).into_response())
@@ -281,15 +248,12 @@ fn yes() -> bool {
 }
 
 /// `POST /tokenize`: `{"tokens": [ids]}`, or `[{"id", "piece"}]` with `with_pieces`.
-pub async fn tokenize(
-    State(s): State<Arc<App>>,
-    body: Result<Json<TokenizeRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Json(r) = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+pub async fn tokenize(State(s): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let r: TokenizeRequest = core::parse_body(&body)?;
     let tok = &s.model.tokenizer;
     let ids = tok
         .tokenize(&r.content, r.add_special, r.parse_special)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("tokenizer: {e}")))?;
+        .map_err(|e| ApiError::bad(format!("tokenizer: {e}")))?;
     if !r.with_pieces {
         return Ok(Json(json!({ "tokens": ids })));
     }
@@ -313,11 +277,8 @@ pub struct DetokenizeRequest {
 }
 
 /// `POST /detokenize`: `{"content": text}`; ids outside the vocabulary are a 400.
-pub async fn detokenize(
-    State(s): State<Arc<App>>,
-    body: Result<Json<DetokenizeRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Json(r) = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+pub async fn detokenize(State(s): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let r: DetokenizeRequest = core::parse_body(&body)?;
     let tok = &s.model.tokenizer;
     let vocab = tok.vocab_size();
     let ids: Vec<u32> = r
@@ -328,10 +289,7 @@ pub async fn detokenize(
                 .ok()
                 .filter(|t| (*t as usize) < vocab)
                 .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("token {t} is outside the vocabulary (0..{vocab})"),
-                    )
+                    ApiError::bad(format!("token {t} is outside the vocabulary (0..{vocab})"))
                 })
         })
         .collect::<Result<_, _>>()?;

@@ -10,17 +10,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use engine::Pooling;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::api::http::ApiError;
+use crate::api::core::{ApiError, ApiRoute};
 use crate::api::App;
 use crate::metrics::RequestStatus;
 
@@ -30,8 +29,8 @@ pub const MAX_INPUTS: usize = 256;
 const CONCURRENT_INPUTS: usize = 8;
 
 /// Routes of the embeddings API.
-pub fn router() -> Router<Arc<App>> {
-    Router::new().route("/v1/embeddings", post(embeddings))
+pub fn routes() -> Vec<ApiRoute> {
+    vec![ApiRoute::new("POST", "/v1/embeddings", post(embeddings))]
 }
 
 /// An embeddings request.
@@ -165,24 +164,16 @@ pub fn base64_f32(v: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn embeddings(
-    State(s): State<Arc<App>>,
-    body: Result<Json<EmbeddingRequest>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+async fn embeddings(State(s): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let reject = |e: ApiError| {
         s.metrics.finish_request(RequestStatus::Rejected);
         e
     };
-    let bad = |m: String| reject(ApiError::new(StatusCode::BAD_REQUEST, m));
-    let Json(req) = body.map_err(|r| reject(ApiError::new(r.status(), r.body_text())))?;
+    let bad = |m: String| reject(ApiError::bad(m));
+    let req: EmbeddingRequest = crate::api::core::parse_body(&body).map_err(reject)?;
     let model = &s.model;
-    if let Some(m) = req.model.as_deref() {
-        if !m.is_empty() && !crate::api::openai::model_matches(m, &model.id) {
-            return Err(bad(format!(
-                "unknown model '{m}'; this cluster serves '{}'",
-                model.id
-            )));
-        }
+    if let Some(m) = crate::api::openai::unknown_model(req.model.as_deref(), &model.id) {
+        return Err(reject(ApiError::model_not_found(m, &model.id)));
     }
     if let Some(k) = req.other.keys().next() {
         return Err(bad(format!("unknown field '{k}'")));

@@ -12,10 +12,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::convert::{member_to_proto, plan_to_proto, range_to_proto, resources_to_proto};
+use crate::api::core::{self, Fold, Sampled, Step};
 use crate::api::openai::{Message, MAX_TOKENS_LIMIT};
 use crate::metrics::RequestStatus;
 use crate::node::state::AgentState;
-use crate::serving::{GenError, GenEvent, Serving};
+use crate::serving::{GenError, Serving};
 
 /// Map a generation error to a gRPC status.
 pub fn status_of(e: &GenError) -> Status {
@@ -27,7 +28,7 @@ pub fn status_of(e: &GenError) -> Status {
             let mut s = Status::resource_exhausted(m.clone());
             s.metadata_mut().insert(
                 "retry-after",
-                tonic::metadata::MetadataValue::from_static(crate::api::http::RETRY_AFTER_SECS),
+                tonic::metadata::MetadataValue::from_static(core::RETRY_AFTER_SECS),
             );
             s
         }
@@ -243,13 +244,12 @@ impl InferenceService for InferenceSvc {
             state.metrics.finish_request(RequestStatus::Rejected);
             status_of(&e)
         };
-        if let Some(m) = req.model.as_deref() {
-            if !m.is_empty() && !crate::api::openai::model_matches(m, &state.model.id) {
-                return Err(reject(GenError::BadRequest(format!(
-                    "unknown model '{m}'; this cluster serves '{}'",
-                    state.model.id
-                ))));
-            }
+        if let Some(m) = crate::api::openai::unknown_model(req.model.as_deref(), &state.model.id) {
+            state.metrics.finish_request(RequestStatus::Rejected);
+            return Err(Status::not_found(format!(
+                "model '{m}' not found; this cluster serves '{}'",
+                state.model.id
+            )));
         }
         let bad = |m: String| reject(GenError::BadRequest(m));
         let tools: Option<Vec<crate::api::openai::Tool>> = match req.tools_json.as_str() {
@@ -298,11 +298,11 @@ impl InferenceService for InferenceSvc {
             }
         };
         let constraint = match &tools {
-            Some(t) => Some(crate::api::chat::tool_constraint(t)),
+            Some(t) => Some(core::tool_constraint(t)),
             None => constraint,
         };
         if let Some(c) = &constraint {
-            crate::api::chat::check_constraint(&state, c).map_err(|e| {
+            core::check_constraint(&state, c).map_err(|e| {
                 state.metrics.finish_request(RequestStatus::Rejected);
                 Status::invalid_argument(e.message)
             })?;
@@ -328,7 +328,7 @@ impl InferenceService for InferenceSvc {
             .request_id
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4().simple()));
-        let mut events = crate::api::choices::start(
+        let mut events = core::start_choices(
             &self.serving,
             &request_id,
             prompt_tokens,
@@ -338,58 +338,54 @@ impl InferenceService for InferenceSvc {
         )
         .map_err(reject)?;
         let (tx, rx) = mpsc::channel(64);
-        let mode = tools.as_ref().map(|t| t.mode);
-        let mut texts: Vec<crate::api::chat::ChoiceState> = (0..n)
-            .map(|_| crate::api::chat::ChoiceState::new(mode, false))
-            .collect();
-        let mut open = n;
+        let mut fold = Fold::new(n, tools.as_ref().map(|t| t.mode));
+        let asked = params.logprobs.is_some();
         tokio::spawn(async move {
             use futures::StreamExt;
             let tok = &state.model.tokenizer;
             let piece = |id: u32| String::from_utf8_lossy(tok.piece(id)).into_owned();
+            let token = |choice: u32, text: String, t: Option<&Sampled>| {
+                pb::generate_response::Event::Token(pb::TokenEvent {
+                    token_id: t.map_or(0, |t| t.id),
+                    text,
+                    choice,
+                    logprob: t.filter(|_| asked).map(|t| t.logprob),
+                    top_logprobs: t
+                        .iter()
+                        .flat_map(|t| &t.top)
+                        .map(|(id, lp)| pb::TopLogprob {
+                            token_id: *id,
+                            text: piece(*id),
+                            logprob: *lp,
+                        })
+                        .collect(),
+                })
+            };
             while let Some((i, ev)) = events.next().await {
-                let event = match ev {
-                    GenEvent::Token {
-                        id,
+                let out = match fold.step(i, ev) {
+                    Ok(None) => continue,
+                    // One event per token, released at once; text held as a possible
+                    // tool call is never sent as tokens: it comes back as the calls.
+                    Ok(Some(Step::Delta {
+                        choice,
                         text,
-                        logprob,
-                        top,
-                    } => {
-                        texts[i as usize].push(&text, None);
-                        let asked = params.logprobs.is_some();
-                        pb::generate_response::Event::Token(pb::TokenEvent {
-                            token_id: id,
-                            text,
-                            choice: i,
-                            logprob: asked.then_some(logprob),
-                            top_logprobs: top
-                                .iter()
-                                .map(|(t, lp)| pb::TopLogprob {
-                                    token_id: *t,
-                                    text: piece(*t),
-                                    logprob: *lp,
-                                })
-                                .collect(),
-                        })
-                    }
-                    GenEvent::Text(text) => {
-                        texts[i as usize].push(&text, None);
-                        pb::generate_response::Event::Token(pb::TokenEvent {
-                            text,
-                            choice: i,
-                            ..Default::default()
-                        })
-                    }
-                    GenEvent::Done(f) => {
-                        let ending = texts[i as usize].finish();
-                        let finish_reason = if ending.calls.is_empty() {
-                            f.finish_reason.into()
-                        } else {
-                            "tool_calls".into()
-                        };
-                        open -= 1;
-                        pb::generate_response::Event::Done(pb::FinalEvent {
-                            finish_reason,
+                        sampled,
+                    })) => match sampled.as_slice() {
+                        [] => vec![token(choice, text, None)],
+                        [one] => vec![token(choice, text, Some(one))],
+                        many => many
+                            .iter()
+                            .map(|t| token(choice, t.text.clone(), Some(t)))
+                            .collect(),
+                    },
+                    Ok(Some(Step::End { choice, ending })) => {
+                        let mut out = Vec::new();
+                        if let Some(c) = ending.content.filter(|c| !c.is_empty()) {
+                            out.push(token(choice, c, None));
+                        }
+                        let f = &ending.finished;
+                        out.push(pb::generate_response::Event::Done(pb::FinalEvent {
+                            finish_reason: ending.reason,
                             usage: Some(pb::Usage {
                                 prompt_tokens: f.prompt_tokens,
                                 completion_tokens: f.completion_tokens,
@@ -400,7 +396,7 @@ impl InferenceService for InferenceSvc {
                                 total_ms: f.total.as_secs_f64() * 1000.0,
                             }),
                             request_id: request_id.clone(),
-                            choice: i,
+                            choice,
                             tool_calls: ending
                                 .calls
                                 .into_iter()
@@ -410,15 +406,21 @@ impl InferenceService for InferenceSvc {
                                     arguments_json: c.function.arguments,
                                 })
                                 .collect(),
-                        })
+                        }));
+                        out
                     }
-                    GenEvent::Failed(e) => {
+                    Err(e) => {
                         let _ = tx.send(Err(status_of(&e))).await;
                         return;
                     }
                 };
-                let msg = pb::GenerateResponse { event: Some(event) };
-                if tx.send(Ok(msg)).await.is_err() || open == 0 {
+                for event in out {
+                    let msg = pb::GenerateResponse { event: Some(event) };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                if fold.all_done() {
                     return;
                 }
             }

@@ -1,95 +1,58 @@
-//! HTTP API on the API port: the router (`/health`, `/v1/models`, `/v1/cluster`, and the
-//! handlers of [`super::chat`], [`super::completions`], [`super::embeddings`],
-//! [`super::ollama`]), errors in OpenAI's format; and the metrics server (`/metrics`,
-//! `/health`) on the metrics port.
+//! HTTP API on the API port: the route table ([`routes`]: `/health`, `/v1/models`,
+//! `/v1/cluster`, and the handlers of [`super::chat`], [`super::completions`],
+//! [`super::responses`], [`super::embeddings`], [`super::ollama`]); and the metrics server
+//! (`/metrics`, `/health`) on the metrics port.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::api::core::{ApiError, ApiRoute};
 use crate::api::openai::*;
 use crate::api::App;
-use crate::serving::GenError;
 
 type AppState = Arc<App>;
 
-/// Seconds a client told 429 should wait before retrying.
-pub const RETRY_AFTER_SECS: &str = "1";
-
-/// An error answered in OpenAI's format.
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
+/// Every HTTP route of the API port.
+pub fn routes() -> Vec<ApiRoute> {
+    let mut r = vec![
+        ApiRoute::new("GET", "/health", get(health)),
+        ApiRoute::new("GET", "/v1/models", get(models)),
+        ApiRoute::new("GET", "/v1/cluster", get(cluster)),
+        ApiRoute::new(
+            "POST",
+            "/v1/chat/completions",
+            post(super::chat::chat_completions),
+        ),
+        ApiRoute::new(
+            "POST",
+            "/v1/completions",
+            post(super::completions::completions),
+        ),
+        ApiRoute::new("POST", "/tokenize", post(super::completions::tokenize)),
+        ApiRoute::new("POST", "/detokenize", post(super::completions::detokenize)),
+    ];
+    r.extend(super::responses::routes());
+    r.extend(super::embeddings::routes());
+    r.extend(super::ollama::routes());
+    r
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<GenError> for ApiError {
-    fn from(e: GenError) -> Self {
-        let status = match e {
-            GenError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            GenError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            GenError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            GenError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
-        };
-        Self::new(status, e.to_string())
-    }
-}
-
-fn error_kind(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        429 => "rate_limit_error",
-        400..=499 => "invalid_request_error",
-        503 => "service_unavailable",
-        _ => "server_error",
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                message: self.message,
-                kind: error_kind(self.status).into(),
-                code: self.status.as_u16(),
-            },
-        };
-        let mut resp = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                header::HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
-        }
-        resp
-    }
+/// `(method, path)` of every HTTP route of the API port, as the router has them.
+pub fn route_list() -> Vec<(&'static str, &'static str)> {
+    routes().iter().map(|r| (r.method, r.path)).collect()
 }
 
 /// Routes of the API port (merged with the gRPC routes).
 pub fn api_router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/v1/models", get(models))
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/chat/completions", post(super::chat::chat_completions))
-        .route("/v1/completions", post(super::completions::completions))
-        .route("/tokenize", post(super::completions::tokenize))
-        .route("/detokenize", post(super::completions::detokenize))
-        .merge(super::ollama::router())
-        .merge(super::embeddings::router())
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .with_state(state)
 }
 
@@ -103,12 +66,7 @@ pub fn metrics_router(state: AppState) -> Router {
 
 /// Unknown paths: gRPC `UNIMPLEMENTED` for gRPC clients, a JSON 404 otherwise.
 pub async fn not_found(req: axum::extract::Request) -> Response {
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if grpc {
+    if crate::security::is_grpc(req.headers()) {
         return tonic::Status::unimplemented(format!("unknown method {}", req.uri().path()))
             .into_http::<axum::body::Body>()
             .into_response();
@@ -191,21 +149,4 @@ async fn cluster(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
         "node_id": s.node_id, "members": members, "plan": plan, "plan_error": view.plan_error,
     }))
-}
-
-/// An error as one server-sent event (a stream has already answered 200).
-pub fn error_event(err: &ApiError) -> Event {
-    let body = json!({"error": {"message": err.message, "type": error_kind(err.status), "code": err.status.as_u16()}});
-    Event::default().data(body.to_string())
-}
-
-/// A server-sent-event response fed by `rx` (a task writes the events; it stops when the
-/// client leaves and the channel closes).
-pub fn sse_response(rx: tokio::sync::mpsc::Receiver<Event>) -> Response {
-    use futures::StreamExt;
-    let body =
-        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
-    axum::response::sse::Sse::new(body)
-        .keep_alive(axum::response::sse::KeepAlive::default())
-        .into_response()
 }

@@ -3,15 +3,16 @@
 //! and TLS.
 
 pub mod chat;
-pub mod choices;
 pub mod completions;
 pub mod convert;
+pub mod core;
 pub mod embeddings;
 pub mod grpc;
 pub mod http;
 pub mod ollama;
 pub mod openai;
 pub mod prompt;
+pub mod responses;
 pub mod server;
 pub mod tls;
 
@@ -27,6 +28,8 @@ pub struct App {
     pub state: Arc<AgentState>,
     pub serving: Arc<Serving>,
     pub router: Arc<Router>,
+    /// Responses kept for the Responses API's `previous_response_id`.
+    pub responses: responses::Store,
 }
 
 impl std::ops::Deref for App {

@@ -9,14 +9,17 @@ use axum::Router;
 use proto::{InferenceServiceServer, NodeServiceServer, PipelineServiceServer};
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
+use tower_http::cors::CorsLayer;
 
 use crate::api::grpc::{InferenceSvc, NodeSvc};
 use crate::api::http::api_router;
 use crate::api::App;
 use crate::pipeline::link::{PipelineSvc, MAX_MESSAGE};
 
-/// The combined gRPC + HTTP router, and the gRPC health reporter.
-pub fn router(app: Arc<App>) -> Result<(Router, HealthReporter)> {
+/// The combined gRPC + HTTP router behind the API-key guard (and CORS, when origins are
+/// allowed: outermost, so preflights are answered without a key), and the gRPC health
+/// reporter.
+pub fn router(app: Arc<App>, cors: Option<CorsLayer>) -> Result<(Router, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -48,12 +51,15 @@ pub fn router(app: Arc<App>) -> Result<(Router, HealthReporter)> {
         )
         .prepare()
         .into_axum_router();
-    Ok((
-        grpc.merge(api_router(app))
-            .fallback(crate::api::http::not_found)
-            .layer(axum::middleware::from_fn(crate::security::guard)),
-        reporter,
-    ))
+    let router = grpc
+        .merge(api_router(app))
+        .fallback(crate::api::http::not_found)
+        .layer(axum::middleware::from_fn(crate::security::guard));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    Ok((router, reporter))
 }
 
 /// Bind a TCP listener with a clear error.

@@ -16,30 +16,30 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::sync::mpsc::Receiver;
-use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::http::{ApiError, RETRY_AFTER_SECS};
+use crate::api::core::{self, ApiError, ApiRoute, Fold, Step, RETRY_AFTER_SECS};
 use crate::api::App;
 use crate::metrics::RequestStatus;
-use crate::serving::{Finished, GenError, GenEvent, GenRequest};
+use crate::serving::{Finished, GenError, GenEvent};
 use model::{facts, matches, ollama_name, rfc3339};
 use types::{ChatRequest, GenerateRequest, Plan};
 
 type AppState = Arc<App>;
 
 /// Routes of the Ollama API.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/chat", post(chat))
-        .route("/api/generate", post(generate))
-        .route("/api/tags", get(tags))
-        .route("/api/show", post(show))
-        .route("/api/ps", get(ps))
-        .route("/api/version", get(version))
+pub fn routes() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::new("POST", "/api/chat", post(chat)),
+        ApiRoute::new("POST", "/api/generate", post(generate)),
+        ApiRoute::new("GET", "/api/tags", get(tags)),
+        ApiRoute::new("POST", "/api/show", post(show)),
+        ApiRoute::new("GET", "/api/ps", get(ps)),
+        ApiRoute::new("GET", "/api/version", get(version)),
+    ]
 }
 
 /// An error in Ollama's format: `{"error": "..."}` with the status (429 with
@@ -61,7 +61,9 @@ impl OllamaError {
 
 impl From<GenError> for OllamaError {
     fn from(e: GenError) -> Self {
-        let ApiError { status, message } = e.into();
+        let ApiError {
+            status, message, ..
+        } = e.into();
         Self { status, message }
     }
 }
@@ -239,12 +241,14 @@ async fn run(
         prompt_tokens.len(),
         s.model.info.context_length,
     );
-    let events = s.serving.start(GenRequest {
-        request_id: format!("ollama-{}", uuid::Uuid::new_v4().simple()),
+    let events = core::start_choices(
+        &s.serving,
+        &format!("ollama-{}", uuid::Uuid::new_v4().simple()),
         prompt_tokens,
-        params,
-        constraint: plan.constraint,
-    })?;
+        &params,
+        plan.constraint.as_ref(),
+        1,
+    )?;
     if stream {
         Ok(stream_lines(kind, model, events, t0))
     } else {
@@ -259,19 +263,34 @@ fn ndjson(v: &Value) -> String {
 }
 
 /// Streams one line per piece of text, then the done line (or an `{"error"}` line).
-/// Dropping the body (the client went away) drops the receiver, which cancels.
-fn stream_lines(kind: Kind, model: String, events: Receiver<GenEvent>, t0: Instant) -> Response {
-    let body = ReceiverStream::new(events).filter_map(move |ev| {
-        let out = match ev {
-            GenEvent::Token { text, .. } | GenEvent::Text(text) if text.is_empty() => None,
-            GenEvent::Token { text, .. } | GenEvent::Text(text) => {
-                Some(ndjson(&line(kind, &model, &text)))
-            }
-            GenEvent::Done(f) => Some(ndjson(&done(line(kind, &model, ""), &f, t0))),
-            GenEvent::Failed(e) => Some(ndjson(&json!({"error": e.to_string()}))),
-        };
-        futures::future::ready(out.map(Ok::<_, Infallible>))
-    });
+/// Dropping the body (the client went away) drops the events, which cancels.
+fn stream_lines(
+    kind: Kind,
+    model: String,
+    events: BoxStream<'static, (u32, GenEvent)>,
+    t0: Instant,
+) -> Response {
+    let mut fold = Fold::new(1, None);
+    let body = events
+        .filter_map(move |(i, ev)| {
+            let out = match fold.step(i, ev) {
+                Ok(Some(Step::Delta { text, .. })) if !text.is_empty() => {
+                    Some(ndjson(&line(kind, &model, &text)))
+                }
+                Ok(None | Some(Step::Delta { .. })) => None,
+                Ok(Some(Step::End { ending, .. })) => {
+                    let text = ending.content.unwrap_or_default();
+                    Some(ndjson(&done(
+                        line(kind, &model, &text),
+                        &ending.finished,
+                        t0,
+                    )))
+                }
+                Err(e) => Some(ndjson(&json!({"error": e.to_string()}))),
+            };
+            futures::future::ready(out.map(Ok::<_, Infallible>))
+        })
+        .boxed();
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(body),
@@ -282,23 +301,17 @@ fn stream_lines(kind: Kind, model: String, events: Receiver<GenEvent>, t0: Insta
 async fn collect(
     kind: Kind,
     model: String,
-    mut events: Receiver<GenEvent>,
+    events: BoxStream<'static, (u32, GenEvent)>,
     t0: Instant,
 ) -> Result<Response, OllamaError> {
-    let mut text = String::new();
-    while let Some(ev) = events.recv().await {
-        match ev {
-            GenEvent::Token { text: t, .. } | GenEvent::Text(t) => text.push_str(&t),
-            GenEvent::Failed(e) => return Err(e.into()),
-            GenEvent::Done(f) => {
-                return Ok(Json(done(line(kind, &model, &text), &f, t0)).into_response())
-            }
-        }
-    }
-    Err(GenError::Internal("generation ended without a result".into()).into())
+    let (wholes, _) = core::collect(events, Fold::new(1, None)).await?;
+    let w = wholes
+        .into_iter()
+        .next()
+        .ok_or_else(|| GenError::Internal("generation ended without a result".into()))?;
+    Ok(Json(done(line(kind, &model, &w.content), &w.finished, t0)).into_response())
 }
 
-/// The served model's file facts (read once, off the runtime).
 async fn model_facts(s: &App) -> Arc<model::Facts> {
     let path = s.model.path.clone();
     tokio::task::spawn_blocking(move || facts(&path))

@@ -212,14 +212,15 @@ impl Common {
 }
 
 /// `format`: `"json"` → any JSON object, a schema object → that schema (not strict: keywords
-/// the matcher does not implement are ignored), `""`/null → free text.
+/// the matcher does not implement are ignored; objects closed after their listed
+/// properties unless the schema allows more, as with the OpenAI API), `""`/null → free text.
 pub fn format(f: Option<&Value>) -> Result<Option<Constraint>, String> {
     match f {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) if s == "json" => Ok(Some(Constraint::JsonObject)),
         Some(Value::Object(_)) => Ok(Some(Constraint::JsonSchema {
-            schema: f.cloned().unwrap_or_default(),
+            schema: crate::api::openai::closed_schema(f.cloned().unwrap_or_default()),
             strict: false,
         })),
         Some(other) => Err(format!(
@@ -416,10 +417,12 @@ mod tests {
             Some(Constraint::JsonObject)
         );
         let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let closed = json!({"type": "object", "properties": {"a": {"type": "integer"}},
+                            "additionalProperties": false});
         assert_eq!(
             format(Some(&schema)).unwrap(),
             Some(Constraint::JsonSchema {
-                schema,
+                schema: closed,
                 strict: false
             })
         );

@@ -188,13 +188,17 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-/// `response_format`: `text`, `json_object`, or `json_schema` with `{name, schema, strict}`.
+/// `response_format`: `text`, `json_object`, or `json_schema` with `{name, schema, strict}`;
+/// llama-server's extension `{"type": "json_object", "schema": {...}}` too.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ResponseFormat {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
     pub json_schema: Option<JsonSchemaFormat>,
+    /// llama-server's schema beside `type` (with `json_object` or `json_schema`).
+    #[serde(default)]
+    pub schema: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -233,8 +237,7 @@ pub struct Validated {
 impl ChatCompletionRequest {
     /// Check the request against the served model (its id and vocabulary size); errors
     /// are client errors.
-    pub fn validate(&self, served_model: &str, vocab: usize) -> Result<Validated, String> {
-        check_model(self.model.as_deref(), served_model)?;
+    pub fn validate(&self, vocab: usize) -> Result<Validated, String> {
         check_other(&self.other)?;
         validate_messages(&self.messages)?;
         let messages: Vec<Message> = self
@@ -359,14 +362,36 @@ impl SamplingFields {
     }
 }
 
-/// The requested model must be the served one (or unset).
-pub fn check_model(requested: Option<&str>, served: &str) -> Result<(), String> {
-    match requested {
-        Some(m) if !m.is_empty() && !model_matches(m, served) => Err(format!(
-            "unknown model '{m}'; this cluster serves '{served}'"
-        )),
-        _ => Ok(()),
+/// The requested model when it is not the served one (unset or empty means the served
+/// one).
+pub fn unknown_model<'a>(requested: Option<&'a str>, served: &str) -> Option<&'a str> {
+    requested.filter(|m| !m.is_empty() && !model_matches(m, served))
+}
+
+/// `schema` with `additionalProperties: false` on every object that lists `properties`
+/// and says nothing of others, as OpenAI's strict mode and llama-server treat it (and
+/// vLLM with llguidance): a small model otherwise keeps adding keys until `max_tokens`.
+/// An explicit `additionalProperties` (true or a schema) is kept.
+pub fn closed_schema(mut schema: Value) -> Value {
+    fn close(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                if o.contains_key("properties") && !o.contains_key("additionalProperties") {
+                    o.insert("additionalProperties".into(), Value::Bool(false));
+                }
+                for (k, child) in o.iter_mut() {
+                    // Values under these keys are data, not schemas.
+                    if !matches!(k.as_str(), "const" | "enum" | "default" | "examples") {
+                        close(child);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(close),
+            _ => {}
+        }
     }
+    close(&mut schema);
+    schema
 }
 
 /// Fields outside the implemented set: harmless metadata passes, anything else would
@@ -395,24 +420,41 @@ pub fn check_other(other: &Map<String, Value>) -> Result<(), String> {
 /// `response_format` as a constraint (`None` for plain text).
 pub fn response_constraint(f: Option<&ResponseFormat>) -> Result<Option<Constraint>, String> {
     let Some(f) = f else { return Ok(None) };
-    match f.kind.as_str() {
-        "text" => Ok(None),
-        "json_object" => Ok(Some(Constraint::JsonObject)),
-        "json_schema" => {
+    let schema_of = |v: &Value, field: &str| match v {
+        Value::Object(_) | Value::Bool(true) => Ok(closed_schema(v.clone())),
+        other => Err(format!(
+            "response_format '{field}' must be a JSON schema object, got {other}"
+        )),
+    };
+    match (f.kind.as_str(), &f.schema) {
+        ("text", None) => Ok(None),
+        ("json_object", None) => Ok(Some(Constraint::JsonObject)),
+        ("json_object", Some(s)) | ("json_schema", Some(s)) if f.json_schema.is_none() => {
+            Ok(Some(Constraint::JsonSchema {
+                schema: schema_of(s, "schema")?,
+                strict: false,
+            }))
+        }
+        ("json_schema", None) => {
             let js = f
                 .json_schema
                 .as_ref()
                 .ok_or("response_format json_schema needs a 'json_schema' object")?;
             let schema = js
                 .schema
-                .clone()
+                .as_ref()
                 .ok_or("response_format json_schema needs 'json_schema.schema'")?;
             Ok(Some(Constraint::JsonSchema {
-                schema,
+                schema: schema_of(schema, "json_schema.schema")?,
                 strict: js.strict.unwrap_or(false),
             }))
         }
-        other => Err(format!(
+        ("text" | "json_object" | "json_schema", Some(_)) => Err(format!(
+            "response_format type '{}' does not take 'schema' here (give it once: \
+             'json_schema.schema', or 'schema' with json_object)",
+            f.kind
+        )),
+        (other, _) => Err(format!(
             "response_format type '{other}' is not supported (text, json_object, json_schema)"
         )),
     }
@@ -520,10 +562,8 @@ impl CompletionRequest {
     /// Checks the request; gives the prompts and the sampling parameters.
     pub fn validate(
         &self,
-        served_model: &str,
         vocab: usize,
     ) -> Result<(Vec<Prompt>, engine::SamplingParams, u32), String> {
-        check_model(self.model.as_deref(), served_model)?;
         check_other(&self.other)?;
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err("'suffix' (fill-in-the-middle) is not supported".into());
@@ -642,7 +682,7 @@ mod tests {
     #[test]
     fn valid_request_gets_defaults() {
         let v = req(r#"{"messages":[{"role":"user","content":"hi"}]}"#)
-            .validate("m", 1000)
+            .validate(1000)
             .unwrap();
         assert_eq!(v.params.max_tokens, DEFAULT_MAX_TOKENS as usize);
         assert!(v.params.stop.is_empty());
@@ -656,14 +696,13 @@ mod tests {
     fn rejects_bad_input() {
         let cases = [
             r#"{"messages":[]}"#,
-            r#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}"#,
             r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":0}"#,
             r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":100000000}"#,
             r#"{"messages":[{"role":"robot","content":"hi"}]}"#,
             r#"{"messages":[{"role":"user","content":"hi"}],"temperature":5}"#,
         ];
         for c in cases {
-            assert!(req(c).validate("m", 1000).is_err(), "accepted {c}");
+            assert!(req(c).validate(1000).is_err(), "accepted {c}");
         }
     }
 
@@ -671,7 +710,7 @@ mod tests {
     fn content_parts_and_developer_role() {
         let v = req(r#"{"messages":[{"role":"developer","content":"be brief"},
             {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}"#)
-        .validate("m", 1000)
+        .validate(1000)
         .unwrap();
         assert_eq!(v.messages[0].role, "system");
         assert_eq!(v.messages[1].content, "ab");
@@ -683,11 +722,11 @@ mod tests {
     fn model_and_stop_forms() {
         let v =
             req(r#"{"model":"m.gguf","messages":[{"role":"user","content":"x"}],"stop":"END"}"#)
-                .validate("m", 1000)
+                .validate(1000)
                 .unwrap();
         assert_eq!(v.params.stop, vec!["END"]);
         let v = req(r#"{"messages":[{"role":"user","content":"x"}],"stop":["a","b"]}"#)
-            .validate("m", 1000)
+            .validate(1000)
             .unwrap();
         assert_eq!(v.params.stop, vec!["a", "b"]);
     }
@@ -695,10 +734,10 @@ mod tests {
     #[test]
     fn unknown_fields_refused_metadata_accepted() {
         let ok = r#"{"messages":[{"role":"user","content":"x"}],"user":"u","metadata":{"a":"b"},"store":false}"#;
-        assert!(req(ok).validate("m", 1000).is_ok());
+        assert!(req(ok).validate(1000).is_ok());
         let bad =
             r#"{"messages":[{"role":"user","content":"x"}],"audio":{"voice":"x"},"prediction":{}}"#;
-        let e = req(bad).validate("m", 1000).unwrap_err();
+        let e = req(bad).validate(1000).unwrap_err();
         assert!(e.contains("'audio'") && e.contains("'prediction'"), "{e}");
     }
 
@@ -706,7 +745,7 @@ mod tests {
     fn n_logprobs_bias_and_formats() {
         let v = req(r#"{"messages":[{"role":"user","content":"x"}],"n":3,"logprobs":true,"top_logprobs":2,
             "logit_bias":{"5":-100},"frequency_penalty":0.5,"response_format":{"type":"json_object"}}"#)
-        .validate("m", 1000)
+        .validate(1000)
         .unwrap();
         assert_eq!((v.n, v.params.logprobs), (3, Some(2)));
         assert_eq!(v.params.logit_bias, vec![(5, -100.0)]);
@@ -717,9 +756,12 @@ mod tests {
             r#""logit_bias":{"5000":1}"#,
             r#""response_format":{"type":"yaml"}"#,
             r#""response_format":{"type":"json_schema"}"#,
+            r#""response_format":{"type":"json_object","schema":123}"#,
+            r#""response_format":{"type":"json_object","schema":"x"}"#,
+            r#""response_format":{"type":"text","schema":{}}"#,
         ] {
             let j = format!(r#"{{"messages":[{{"role":"user","content":"x"}}],{bad}}}"#);
-            assert!(req(&j).validate("m", 1000).is_err(), "accepted {bad}");
+            assert!(req(&j).validate(1000).is_err(), "accepted {bad}");
         }
     }
 
@@ -732,7 +774,7 @@ mod tests {
         let v = req(&format!(
             r#"{{"messages":{turns},{tools},"tool_choice":"required"}}"#
         ))
-        .validate("m", 1000)
+        .validate(1000)
         .unwrap();
         let t = v.tools.unwrap();
         assert_eq!(
@@ -747,13 +789,13 @@ mod tests {
         let none = req(&format!(
             r#"{{"messages":{turns},{tools},"tool_choice":"none"}}"#
         ))
-        .validate("m", 1000)
+        .validate(1000)
         .unwrap();
         assert!(none.tools.is_none());
         let e = req(&format!(
             r#"{{"messages":{turns},{tools},"tool_choice":{{"type":"function","function":{{"name":"mul"}}}}}}"#
         ))
-        .validate("m", 1000)
+        .validate(1000)
         .unwrap_err();
         assert!(e.contains("'mul'") && e.contains("add"), "{e}");
     }
@@ -763,7 +805,7 @@ mod tests {
         let c = |j: &str| {
             serde_json::from_str::<CompletionRequest>(j)
                 .unwrap()
-                .validate("m", 100)
+                .validate(100)
         };
         assert_eq!(
             c(r#"{"prompt":"hi"}"#).unwrap().0,
@@ -783,5 +825,49 @@ mod tests {
         ] {
             assert!(c(bad).is_err(), "accepted {bad}");
         }
+    }
+
+    #[test]
+    fn schemas_close_objects_unless_they_say_otherwise() {
+        let s = closed_schema(serde_json::json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "pet": {"type": "object", "properties": {"kind": {"const": {"properties": 1}}}},
+                "tags": {"type": "array", "items": {"type": "object", "properties": {}}},
+                "open": {"type": "object", "properties": {}, "additionalProperties": true}
+            },
+            "$defs": {"d": {"properties": {"x": {}}}}
+        }));
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(s["properties"]["pet"]["additionalProperties"], false);
+        assert_eq!(
+            s["properties"]["tags"]["items"]["additionalProperties"],
+            false
+        );
+        assert_eq!(s["properties"]["open"]["additionalProperties"], true);
+        assert_eq!(s["$defs"]["d"]["additionalProperties"], false);
+        assert!(s["properties"]["pet"]["properties"]["kind"]["const"]
+            .get("additionalProperties")
+            .is_none());
+        // A bare object type (json_object) stays open.
+        assert!(closed_schema(serde_json::json!({"type": "object"}))
+            .get("additionalProperties")
+            .is_none());
+    }
+
+    #[test]
+    fn llama_server_schema_beside_json_object_is_honoured() {
+        let v = req(r#"{"messages":[{"role":"user","content":"x"}],
+            "response_format":{"type":"json_object","schema":{"type":"object","properties":{"a":{"type":"integer"}}}}}"#)
+        .validate(1000)
+        .unwrap();
+        let Some(Constraint::JsonSchema { schema, .. }) = v.constraint else {
+            panic!("{:?}", v.constraint)
+        };
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(unknown_model(Some("gpt-4"), "m"), Some("gpt-4"));
+        assert_eq!(unknown_model(Some(""), "m"), None);
+        assert_eq!(unknown_model(None, "m"), None);
     }
 }

@@ -1,23 +1,9 @@
 //! OpenAI-compatible response bodies: chat and text completions (whole and streamed),
-//! log-probabilities, tool calls, usage, errors, models.
+//! log-probabilities, tool calls, usage, models.
 
 use serde::Serialize;
 
 use super::request::ToolCall;
-
-/// Error body: `{"error": {"message", "type", "code"}}`.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ErrorDetail {
-    pub message: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub code: u16,
-}
 
 #[derive(Debug, Serialize, Default, Clone, PartialEq)]
 pub struct Usage {
@@ -107,6 +93,8 @@ pub struct ChatCompletion {
     pub object: &'static str,
     pub created: u64,
     pub model: String,
+    /// This build and plan (clients log it to tell servers' configurations apart).
+    pub system_fingerprint: String,
     pub choices: Vec<Choice>,
     pub usage: Usage,
 }
@@ -147,6 +135,7 @@ pub struct ChatCompletionChunk {
     pub object: &'static str,
     pub created: u64,
     pub model: String,
+    pub system_fingerprint: String,
     pub choices: Vec<ChunkChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
@@ -176,6 +165,7 @@ pub struct TextCompletion {
     pub object: &'static str,
     pub created: u64,
     pub model: String,
+    pub system_fingerprint: String,
     pub choices: Vec<CompletionChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
