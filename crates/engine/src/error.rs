@@ -16,10 +16,14 @@ pub enum EngineError {
     #[error("{path} is not a GGUF model file ({reason})")]
     NotGguf { path: PathBuf, reason: String },
     #[error(
-        "unsupported model architecture '{0}': this engine runs {list}",
-        list = crate::arch::SUPPORTED.join(", ")
+        "unsupported model architecture '{arch}': this engine runs {}",
+        .supported.join(", ")
     )]
-    UnsupportedArchitecture(String),
+    UnsupportedArchitecture {
+        arch: String,
+        /// The architectures this engine runs.
+        supported: &'static [&'static str],
+    },
     #[error(
         "unsupported tensor type {dtype} for tensor {tensor}: supported are {list}",
         list = crate::quant::SUPPORTED

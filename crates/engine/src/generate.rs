@@ -3,7 +3,6 @@
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{EngineError, Result};
-use crate::gguf::GgufFile;
 use crate::model::{KvCache, Stage, StageInput, StageOutput};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
@@ -125,7 +124,7 @@ pub struct Generator {
 impl Generator {
     /// Loads the model at `path` as `n_stages` even stages.
     pub fn load(path: &Path, n_stages: usize) -> Result<Generator> {
-        let f = GgufFile::open(path)?;
+        let f = crate::arch::open(path)?;
         let tokenizer = Tokenizer::from_file(&f)?;
         let template = ChatTemplate::from_file(&f)?;
         let stages = even_split(f.info.n_layers, n_stages)

@@ -12,14 +12,64 @@ mod qwen2;
 mod qwen3;
 mod qwen3moe;
 
+use std::path::Path;
+
 use crate::block::{AttnSpec, Gate, RopeMode, RopeSpec, Yarn};
 use crate::error::{EngineError, Result};
-use crate::gguf::{GgufFile, Meta};
+use crate::gguf::{GgufFile, Header, Meta};
 
-/// The architectures this engine runs (`general.architecture`).
-pub const SUPPORTED: &[&str] = &[
-    "llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3",
+/// A model family: its `general.architecture` name and the reader of its spec.
+pub struct Family {
+    pub name: &'static str,
+    spec: fn(&GgufFile) -> Result<Spec>,
+}
+
+impl Family {
+    const fn new(name: &'static str, spec: fn(&GgufFile) -> Result<Spec>) -> Family {
+        Family { name, spec }
+    }
+}
+
+/// Every family this engine runs: the one table a new family is added to.
+pub const FAMILIES: &[Family] = &[
+    Family::new("llama", llama::spec),
+    Family::new("qwen2", qwen2::spec),
+    Family::new("qwen3", qwen3::spec),
+    Family::new("qwen3moe", qwen3moe::spec),
+    Family::new("gemma2", gemma2::spec),
+    Family::new("gemma3", gemma3::spec),
+    Family::new("phi3", phi3::spec),
 ];
+
+/// The architectures this engine runs (`general.architecture`), from [`FAMILIES`].
+pub const SUPPORTED: &[&str] = &{
+    let mut names = [""; FAMILIES.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = FAMILIES[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// The family of architecture `name`, or the error naming the supported ones.
+pub fn family(name: &str) -> Result<&'static Family> {
+    FAMILIES
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| EngineError::UnsupportedArchitecture {
+            arch: name.to_string(),
+            supported: SUPPORTED,
+        })
+}
+
+/// Opens the GGUF file of a model whose family this engine runs: an unsupported
+/// architecture is named as such, before any of its keys is looked for.
+pub fn open(path: &Path) -> Result<GgufFile> {
+    let header = Header::read(path)?;
+    family(header.architecture()?)?;
+    header.open()
+}
 
 /// Routing of a mixture-of-experts feed-forward block.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,16 +129,7 @@ pub struct Spec {
 impl Spec {
     /// Reads the spec of the model in `f`, or explains that its family is unsupported.
     pub fn read(f: &GgufFile) -> Result<Spec> {
-        match f.info.architecture.as_str() {
-            "llama" => llama::spec(f),
-            "qwen2" => qwen2::spec(f),
-            "qwen3" => qwen3::spec(f),
-            "qwen3moe" => qwen3moe::spec(f),
-            "gemma2" => gemma2::spec(f),
-            "gemma3" => gemma3::spec(f),
-            "phi3" => phi3::spec(f),
-            other => Err(unsupported(other)),
-        }
+        (family(&f.info.architecture)?.spec)(f)
     }
 
     /// A spec with the settings every family shares, read from `{arch}.*` keys: standard
@@ -173,11 +214,6 @@ impl Spec {
     pub fn key(&self, key: &str) -> String {
         format!("{}.{key}", self.arch)
     }
-}
-
-/// The error for an architecture outside [`SUPPORTED`].
-pub fn unsupported(arch: &str) -> EngineError {
-    EngineError::UnsupportedArchitecture(arch.to_string())
 }
 
 /// Which layers use the sliding window, as llama.cpp reads it: the per-layer array

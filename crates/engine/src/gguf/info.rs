@@ -5,7 +5,8 @@ use crate::error::Result;
 use candle_core::quantized::gguf_file::{Content, Value};
 
 /// Shape and size facts of a transformer model, read from GGUF metadata (the keys every
-/// llama.cpp architecture shares, prefixed by `general.architecture`).
+/// llama.cpp architecture shares, prefixed by `general.architecture`). Which
+/// architectures the engine runs is the families' business (`arch`), not the file's.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelInfo {
     pub name: String,
@@ -40,9 +41,6 @@ impl ModelInfo {
     pub fn from_content(c: &Content, file_bytes: u64) -> Result<ModelInfo> {
         let m = Meta(c);
         let arch = m.str("general.architecture")?.to_string();
-        if !crate::arch::SUPPORTED.contains(&arch.as_str()) {
-            return Err(crate::arch::unsupported(&arch)); // before its keys are looked for
-        }
         let k = |s: &str| format!("{arch}.{s}");
         let name = m.str("general.name").unwrap_or("unnamed").to_string();
         let n_layers = m.usize(&k("block_count"))?;

@@ -37,9 +37,18 @@ pub struct TensorRef {
     pub range: Range<usize>,
 }
 
-impl GgufFile {
-    /// Opens a GGUF file: reads its header and maps its data (nothing is read yet).
-    pub fn open(path: &Path) -> Result<GgufFile> {
+/// A GGUF file's parsed header, before its model facts are read and its data mapped:
+/// enough to tell which architecture the file holds.
+pub struct Header {
+    path: PathBuf,
+    content: Content,
+    file: File,
+    file_bytes: u64,
+}
+
+impl Header {
+    /// Reads the header of the GGUF file at `path`.
+    pub fn read(path: &Path) -> Result<Header> {
         if !path.exists() {
             return Err(EngineError::NotFound(path.to_path_buf()));
         }
@@ -71,16 +80,41 @@ impl GgufFile {
                 },
             }
         })?;
-        let info = ModelInfo::from_content(&content, file_bytes)?;
-        // SAFETY: the file is opened read-only; like llama.cpp we assume nobody truncates
-        // a model file while it is being served.
-        let map = unsafe { Mmap::map(reader.get_ref()) }.map_err(io)?;
-        Ok(GgufFile {
+        Ok(Header {
             path: path.to_path_buf(),
             content,
+            file: reader.into_inner(),
+            file_bytes,
+        })
+    }
+
+    /// `general.architecture`.
+    pub fn architecture(&self) -> Result<&str> {
+        Meta(&self.content).str("general.architecture")
+    }
+
+    /// Reads the model facts and maps the data (nothing is read yet).
+    pub fn open(self) -> Result<GgufFile> {
+        let info = ModelInfo::from_content(&self.content, self.file_bytes)?;
+        // SAFETY: the file is opened read-only; like llama.cpp we assume nobody truncates
+        // a model file while it is being served.
+        let map = unsafe { Mmap::map(&self.file) }.map_err(|source| EngineError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(GgufFile {
+            path: self.path,
+            content: self.content,
             info,
             map: Arc::new(map),
         })
+    }
+}
+
+impl GgufFile {
+    /// Opens a GGUF file: reads its header and maps its data (nothing is read yet).
+    pub fn open(path: &Path) -> Result<GgufFile> {
+        Header::read(path)?.open()
     }
 
     /// Metadata value by key.

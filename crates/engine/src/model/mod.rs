@@ -12,14 +12,14 @@ pub use stage::{Seq, Stage, StageInput, StageOutput};
 
 use crate::arch;
 use crate::error::Result;
-use crate::gguf::{GgufFile, ModelInfo};
+use crate::gguf::ModelInfo;
 use std::path::Path;
 
 impl ModelInfo {
     /// Reads the metadata of a GGUF file without loading its weights; fails for an
     /// architecture this engine does not run.
     pub fn read(path: &Path) -> Result<ModelInfo> {
-        let f = GgufFile::open(path)?;
+        let f = arch::open(path)?;
         arch::Spec::read(&f)?;
         Ok(f.info)
     }

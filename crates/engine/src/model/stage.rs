@@ -12,7 +12,7 @@ use crate::block::{
     LayerKv, Linear,
 };
 use crate::error::{EngineError, Result};
-use crate::gguf::{GgufFile, ModelInfo};
+use crate::gguf::ModelInfo;
 use crate::hidden::HiddenState;
 use crate::quant::Input;
 use std::ops::Range;
@@ -75,7 +75,7 @@ impl Stage {
     /// Loads layers `[start, end)` of the GGUF model at `path` (and maps nothing else in).
     pub fn load(path: &Path, start: usize, end: usize) -> Result<Stage> {
         let t0 = Instant::now();
-        let f = GgufFile::open(path)?;
+        let f = crate::arch::open(path)?;
         let spec = Spec::read(&f)?;
         let info = f.info.clone();
         if start >= end || end > info.n_layers {
