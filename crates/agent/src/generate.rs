@@ -13,7 +13,7 @@ pub async fn run(args: GenerateArgs) -> Result<()> {
     if args.stages == 0 {
         bail!("--stages must be at least 1");
     }
-    let path = crate::run::model_path(args.model.clone()).await?;
+    let path = crate::config::model_path(args.model.clone()).await?;
     tokio::task::spawn_blocking(move || generate(&args, &path)).await?
 }
 

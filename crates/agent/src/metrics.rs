@@ -12,8 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::node::resources::Resources;
-
 /// Float gauge.
 pub type FGauge = Gauge<f64, AtomicU64>;
 
@@ -457,32 +455,6 @@ impl Metrics {
                 api_addr: api_addr.into(),
             })
             .set(1);
-    }
-
-    /// Update the resource gauges from a sample.
-    pub fn set_resources(&self, r: &Resources) {
-        self.cpu_cores.set(i64::from(r.cpu_cores));
-        self.cpu_usage_percent.set(r.cpu_usage_percent);
-        self.cpu_limit.set(r.cpu_limit);
-        self.memory_total.set(r.memory_total as i64);
-        self.memory_used.set(r.memory_used as i64);
-        self.memory_available.set(r.memory_available as i64);
-        self.process_rss.set(r.process_rss as i64);
-        self.gpu_count.set(r.gpus.len() as i64);
-        for g in &r.gpus {
-            let l = GpuLabel {
-                gpu: g.index.to_string(),
-            };
-            self.gpu_memory_total
-                .get_or_create(&l)
-                .set(g.memory_total as i64);
-            self.gpu_memory_used
-                .get_or_create(&l)
-                .set(g.memory_used as i64);
-            self.gpu_utilization
-                .get_or_create(&l)
-                .set(g.utilization_percent);
-        }
     }
 
     /// Count one finished request.

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::api::App;
 use crate::config::ServeArgs;
@@ -15,21 +15,6 @@ use crate::node::state::{Addresses, AgentState, ModelHandle};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::serving::admission::Admission;
 use crate::serving::{Serving, ServingConfig};
-
-/// Resolve the model path: the flag, else the default model (fetched if absent).
-pub async fn model_path(flag: Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
-    match flag {
-        Some(p) => {
-            if !p.is_file() {
-                bail!("model file not found: {}", p.display());
-            }
-            Ok(p)
-        }
-        None => tokio::task::spawn_blocking(engine::fetch::ensure_default_model)
-            .await?
-            .context("fetching the default model"),
-    }
-}
 
 /// The address peers use to reach this host: the flag, else this host name's first
 /// non-loopback address, else 127.0.0.1.
@@ -82,7 +67,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         (Some(c), Some(k)) => Some(crate::api::tls::server_config(c, k)?),
         _ => None,
     };
-    let path = model_path(args.model.clone()).await?;
+    let path = crate::config::model_path(args.model.clone()).await?;
     let model = tokio::task::spawn_blocking(move || ModelHandle::open(path.clone()))
         .await?
         .context("reading the model")?;
@@ -219,7 +204,7 @@ async fn resource_loop(state: Arc<AgentState>) {
         let Ok(r) = tokio::task::spawn_blocking(move || s.monitor.sample()).await else {
             continue;
         };
-        state.metrics.set_resources(&r);
+        r.record(&state.metrics);
         *state.resources.write().unwrap_or_else(|p| p.into_inner()) = r;
     }
 }

@@ -1,5 +1,5 @@
 //! Adapter between the agent and the gossip layer (`cluster` crate): publishes this
-//! agent's advert, reads members, computes the plan.
+//! agent's advert, hears of member changes, computes the plan.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
@@ -94,9 +94,26 @@ impl Membership {
         self.inner.set_advert(&advert.to_cluster()).await;
     }
 
-    /// All members, self included, sorted by node id.
-    pub async fn members(&self) -> Vec<MemberView> {
-        self.inner.members().await.iter().map(to_view).collect()
+    /// The member list, told of every change (a member joins, leaves, changes state or
+    /// changes its advert).
+    pub fn updates(&self) -> MemberUpdates {
+        MemberUpdates(self.inner.subscribe())
+    }
+}
+
+/// The member list as it changes (see [`Membership::updates`]).
+pub struct MemberUpdates(tokio::sync::watch::Receiver<Vec<cluster::Member>>);
+
+impl MemberUpdates {
+    /// All members now, self included, sorted by node id; marks them seen.
+    pub fn current(&mut self) -> Vec<MemberView> {
+        self.0.borrow_and_update().iter().map(to_view).collect()
+    }
+
+    /// Waits until the list changed since [`MemberUpdates::current`]; `false` when gossip
+    /// has stopped.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
     }
 }
 

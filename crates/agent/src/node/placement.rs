@@ -1,9 +1,9 @@
-//! The placement loop: refreshes the cluster view, computes the plan, loads this
+//! The placement loop: on every change of the member list (told by the gossip layer)
+//! and every finished load, it refreshes the cluster view, computes the plan, loads this
 //! agent's planned layer range in the background and advertises what it holds.
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::node::membership::{plan, LocalAdvert, Membership};
 use crate::node::state::AgentState;
@@ -50,21 +50,32 @@ pub fn initial_advert(state: &AgentState, memory_limit: Option<u64>) -> LocalAdv
 
 /// A background load of a layer range.
 type LoadTask = tokio::task::JoinHandle<Result<engine::Stage, String>>;
+type Loaded = Result<Result<engine::Stage, String>, tokio::task::JoinError>;
 
-/// Keeps the view fresh, loads the planned range, and advertises what is held.
+/// Waits for the load in progress to end and takes it (never ends when there is none).
+async fn load_done(loading: &mut Option<(Range<usize>, LoadTask)>) -> (Range<usize>, Loaded) {
+    let Some((_, handle)) = loading.as_mut() else {
+        return std::future::pending().await;
+    };
+    let result = handle.await;
+    let (range, _) = loading.take().expect("a load in progress");
+    (range, result)
+}
+
+/// Keeps the view fresh, loads the planned range, and advertises what is held; runs
+/// again whenever the member list changes or a load ends, until gossip stops.
 pub async fn placement_loop(
     state: Arc<AgentState>,
     membership: Arc<Membership>,
     health: tonic_health::server::HealthReporter,
     mut advert: LocalAdvert,
 ) {
+    let mut updates = membership.updates();
     let mut loading: Option<(Range<usize>, LoadTask)> = None;
     let mut last_plan = 0u64;
     let mut last_error: Option<String> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
-        tick.tick().await;
-        let members = membership.members().await;
+        let members = updates.current();
         let (plan, plan_error) = match plan(&members, &state.model.info, &state.model.id) {
             Ok(p) => {
                 last_error = None;
@@ -118,25 +129,6 @@ pub async fn placement_loop(
             .set(view.count(Liveness::Dead) as i64);
         state.set_view(view);
 
-        // Finish a load in progress.
-        if let Some((range, handle)) = loading.take() {
-            if handle.is_finished() {
-                match handle.await {
-                    Ok(Ok(stage)) => {
-                        tracing::info!("loaded layers {}", fmt_layers(&range));
-                        state.set_stage(Some(Arc::new(stage)));
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!("loading layers {} failed: {e}", fmt_layers(&range))
-                    }
-                    Err(e) => {
-                        tracing::error!("loading layers {} panicked: {e}", fmt_layers(&range))
-                    }
-                }
-            } else {
-                loading = Some((range, handle));
-            }
-        }
         // Start loading the planned range when it differs from what is held.
         let held = state.local_range();
         match &planned {
@@ -180,6 +172,20 @@ pub async fn placement_loop(
         if next != advert {
             advert = next;
             membership.publish(&advert).await;
+        }
+        tokio::select! {
+            alive = updates.changed() => if !alive {
+                tracing::warn!("gossip stopped; placement no longer follows the cluster");
+                return;
+            },
+            (range, loaded) = load_done(&mut loading) => match loaded {
+                Ok(Ok(stage)) => {
+                    tracing::info!("loaded layers {}", fmt_layers(&range));
+                    state.set_stage(Some(Arc::new(stage)));
+                }
+                Ok(Err(e)) => tracing::error!("loading layers {} failed: {e}", fmt_layers(&range)),
+                Err(e) => tracing::error!("loading layers {} panicked: {e}", fmt_layers(&range)),
+            },
         }
     }
 }

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use nvml_wrapper::Nvml;
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
+use crate::metrics::{GpuLabel, Metrics};
+
 /// One GPU as NVML reports it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GpuInfo {
@@ -32,6 +34,34 @@ pub struct Resources {
     pub memory_available: u64,
     pub process_rss: u64,
     pub gpus: Vec<GpuInfo>,
+}
+
+impl Resources {
+    /// Sets the resource gauges of `m` from this sample.
+    pub fn record(&self, m: &Metrics) {
+        m.cpu_cores.set(i64::from(self.cpu_cores));
+        m.cpu_usage_percent.set(self.cpu_usage_percent);
+        m.cpu_limit.set(self.cpu_limit);
+        m.memory_total.set(self.memory_total as i64);
+        m.memory_used.set(self.memory_used as i64);
+        m.memory_available.set(self.memory_available as i64);
+        m.process_rss.set(self.process_rss as i64);
+        m.gpu_count.set(self.gpus.len() as i64);
+        for g in &self.gpus {
+            let l = GpuLabel {
+                gpu: g.index.to_string(),
+            };
+            m.gpu_memory_total
+                .get_or_create(&l)
+                .set(g.memory_total as i64);
+            m.gpu_memory_used
+                .get_or_create(&l)
+                .set(g.memory_used as i64);
+            m.gpu_utilization
+                .get_or_create(&l)
+                .set(g.utilization_percent);
+        }
+    }
 }
 
 /// Samples resources; keeps `sysinfo` state so CPU usage is a delta.

@@ -1,7 +1,8 @@
 //! Links between agents: one long-lived `PipelineService.Link` stream per peer this agent
 //! sends to, carrying frames of messages of every sequence (opened on first use, again
-//! after a failure); and the server side, which hands incoming messages to the router.
-//! Each link is pinged every few seconds; the round trip is the link's latency.
+//! after a failure; a broken link is announced to [`Links::down`]'s subscribers); and the
+//! server side, which hands incoming messages to an [`Inbound`] (the router). Each link is
+//! pinged every few seconds; the round trip is the link's latency.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -11,12 +12,11 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 use proto::v1::{link_msg, LinkFrame, LinkHello, LinkMsg};
 use proto::{PipelineService, PipelineServiceClient};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::msg::Msg;
-use super::router::Router;
 use super::wire;
 use crate::node::state::AgentState;
 
@@ -27,24 +27,34 @@ pub const MAX_MESSAGE: usize = 256 << 20;
 /// Interval of the latency pings.
 const PING_EVERY: Duration = Duration::from_secs(2);
 
+/// The queues of the open links, by peer node id.
+type Peers = Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>;
+
 /// Outgoing links, one per peer node.
 pub struct Links {
     state: Arc<AgentState>,
-    router: Weak<Router>,
-    peers: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    /// Held here alone: a link task keeps a weak reference, so dropping the links ends
+    /// their tasks (their queues close).
+    peers: Arc<Peers>,
+    down: broadcast::Sender<String>,
     /// The runtime link tasks run on (senders may be plain threads: the stage worker).
     runtime: tokio::runtime::Handle,
 }
 
 impl Links {
     /// Links of `state`'s agent; call from within the tokio runtime.
-    pub fn new(state: Arc<AgentState>, router: Weak<Router>) -> Self {
+    pub fn new(state: Arc<AgentState>) -> Self {
         Self {
             state,
-            router,
-            peers: Mutex::new(HashMap::new()),
+            peers: Arc::new(Mutex::new(HashMap::new())),
+            down: broadcast::channel(64).0,
             runtime: tokio::runtime::Handle::current(),
         }
+    }
+
+    /// Node ids whose link broke, as they break.
+    pub fn down(&self) -> broadcast::Receiver<String> {
+        self.down.subscribe()
     }
 
     /// Queues `msg` on the link to `to` (node id, API address), opening it if needed.
@@ -64,24 +74,26 @@ impl Links {
     fn open(&self, peer: (String, String)) -> mpsc::UnboundedSender<Msg> {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = self.state.clone();
-        let router = self.router.clone();
+        let peers = Arc::downgrade(&self.peers);
+        let down = self.down.clone();
         self.runtime.spawn(async move {
-            if let Err(e) = run_link(&state, &router, &peer, rx).await {
+            if let Err(e) = run_link(&state, &peers, &peer, rx).await {
                 tracing::warn!(peer = %peer.0, addr = %peer.1, "pipeline link down: {e}");
             }
-            if let Some(r) = router.upgrade() {
-                r.links.forget(&peer.0);
-                r.report_down(&peer.0);
+            if let Some(peers) = peers.upgrade() {
+                forget(&peers, &peer.0);
+                let _ = down.send(peer.0.clone());
             }
         });
         tx
     }
+}
 
-    pub(super) fn forget(&self, node: &str) {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if peers.get(node).is_some_and(|tx| tx.is_closed()) {
-            peers.remove(node);
-        }
+/// Drops the queue of `node`'s link if its task has ended.
+fn forget(peers: &Peers, node: &str) {
+    let mut peers = peers.lock().unwrap_or_else(|p| p.into_inner());
+    if peers.get(node).is_some_and(|tx| tx.is_closed()) {
+        peers.remove(node);
     }
 }
 
@@ -93,10 +105,11 @@ fn micros_since(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
 }
 
-/// Runs one link until its queue closes or the stream breaks.
+/// Runs one link until its queue closes or the stream breaks (quietly when the links
+/// themselves are gone).
 async fn run_link(
     state: &AgentState,
-    router: &Weak<Router>,
+    peers: &Weak<Peers>,
     peer: &(String, String),
     mut rx: mpsc::UnboundedReceiver<Msg>,
 ) -> Result<(), String> {
@@ -171,7 +184,7 @@ async fn run_link(
         }
     };
     reader.abort();
-    if router.upgrade().is_none() {
+    if peers.strong_count() == 0 {
         return Ok(());
     }
     result
@@ -190,10 +203,18 @@ fn seq_of(m: &link_msg::Msg) -> u64 {
     }
 }
 
+/// Where the server side of the links hands what arrives: the router.
+pub trait Inbound: Send + Sync + 'static {
+    /// This agent's node id (named in the faults of messages refused here).
+    fn node_id(&self) -> &str;
+    /// Takes a message addressed to this agent.
+    fn receive(&self, msg: Msg);
+}
+
 /// The `PipelineService` of one agent: incoming links.
 pub struct PipelineSvc {
     pub state: Arc<AgentState>,
-    pub router: Arc<Router>,
+    pub router: Arc<dyn Inbound>,
 }
 
 type LinkStream = Pin<Box<dyn Stream<Item = Result<LinkFrame, Status>> + Send>>;
@@ -246,7 +267,7 @@ impl PipelineService for PipelineSvc {
                     }
                     let seq = seq_of(&m);
                     match wire::decode(m) {
-                        Ok(Some(msg)) => router.local(msg),
+                        Ok(Some(msg)) => router.receive(msg),
                         Ok(None) => {}
                         Err(e) => {
                             // Tell the sender: the message goes no further.
@@ -255,7 +276,7 @@ impl PipelineService for PipelineSvc {
                                 msg: Some(link_msg::Msg::Fault(proto::v1::SeqFault {
                                     seq,
                                     kind: proto::v1::FaultKind::FaultFailed as i32,
-                                    node_id: router.me().0.clone(),
+                                    node_id: router.node_id().to_string(),
                                     message: e,
                                 })),
                             };

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::link::Links;
+use super::link::{Inbound, Links};
 use super::msg::{Envelope, Fault, FaultKind, Msg, SeqId};
 use crate::node::state::AgentState;
 
@@ -19,19 +19,16 @@ pub struct Router {
     me: (String, String),
     worker: Mutex<Option<std::sync::mpsc::Sender<Msg>>>,
     seqs: Mutex<HashMap<SeqId, mpsc::UnboundedSender<Msg>>>,
-    pub(super) links: Links,
-    down: broadcast::Sender<String>,
+    links: Links,
 }
 
 impl Router {
     pub fn new(state: Arc<AgentState>) -> Arc<Router> {
-        let (down, _) = broadcast::channel(64);
-        Arc::new_cyclic(|me: &std::sync::Weak<Router>| Router {
+        Arc::new(Router {
             me: (state.node_id.clone(), state.addrs.api.clone()),
             worker: Mutex::new(None),
             seqs: Mutex::new(HashMap::new()),
-            links: Links::new(state, me.clone()),
-            down,
+            links: Links::new(state),
         })
     }
 
@@ -111,10 +108,16 @@ impl Router {
 
     /// Node ids whose link broke, as they break.
     pub fn link_down(&self) -> broadcast::Receiver<String> {
-        self.down.subscribe()
+        self.links.down()
+    }
+}
+
+impl Inbound for Router {
+    fn node_id(&self) -> &str {
+        &self.me.0
     }
 
-    pub(super) fn report_down(&self, node: &str) {
-        let _ = self.down.send(node.to_string());
+    fn receive(&self, msg: Msg) {
+        self.local(msg)
     }
 }
