@@ -1,7 +1,16 @@
 //! The stage worker: one thread per agent that owns the local stage and every sequence's
-//! state on it (KV cache, sampler, pending steps) and runs continuous batches: each
-//! batch takes the next step of every ready sequence — all decoding sequences plus at
-//! most one prompt chunk — so a long prompt delays running streams by one chunk at most.
+//! state on it (KV cache, its [`Role`] here, pending steps) and runs continuous batches:
+//! each batch takes the next step of every ready sequence — all decoding sequences plus
+//! at most one prompt chunk — so a long prompt delays running streams by one chunk at
+//! most.
+//!
+//! ```text
+//!   Open ──▶ open (role: Relay | Sample | Pool) ──steps──▶ ... ──Close / idle 10 min──▶ closed
+//!              │                                   │
+//!              └──── no room, prefix miss, wrong layers, bad step, failed batch ────▶ Fault to
+//!                                                                                     the origin,
+//!                                                                                     closed
+//! ```
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -47,23 +56,42 @@ pub struct BatchReport {
     pub compute: Duration,
 }
 
+/// What this stage does with a sequence's output: its role here, fixed when it opens.
+enum Role {
+    /// A stage before the last of the route: hidden states go on to the next one.
+    /// `embedding`: an embedding's, whose cache is not kept as a prefix (the origin
+    /// never asks for it).
+    Relay { embedding: bool },
+    /// The last stage of a generation: samples after each step marked `sample`.
+    Sample(Box<Sampling>),
+    /// The last stage of an embedding: the pooled vector goes to the origin after the
+    /// step marked `sample`; its cache is not kept as a prefix.
+    Pool,
+}
+
+/// The last stage's part of a generation.
+struct Sampling {
+    sampler: Sampler,
+    /// The constraint's state, fed every generated token in order.
+    matcher: Option<Matcher>,
+    prompt_len: usize,
+    max_tokens: usize,
+}
+
+/// A sequence open on this stage, from its open to its close (or its first fault, which
+/// closes it); a closed sequence's id is remembered so that its late steps and opens are
+/// dropped quietly.
 struct SeqState {
     cache: KvCache,
     route: Arc<Route>,
     index: usize,
-    sampler: Option<Sampler>,
-    /// The constraint's state (last stage), fed every generated token in order.
-    matcher: Option<Matcher>,
+    role: Role,
+    /// Every token whose position is in the cache (the prefix cache's key).
     history: Vec<u32>,
-    prompt_len: usize,
-    max_tokens: usize,
     reserved: usize,
     pending: VecDeque<Step>,
     /// When a step last arrived or ran.
     active: Instant,
-    /// An embedding sequence: the last stage sends its pooled embedding instead of
-    /// sampling, and its cache is not kept as a prefix (the origin never asks for it).
-    embedding: bool,
 }
 
 /// A sequence with no step for this long is dropped (its origin vanished without
@@ -231,8 +259,8 @@ impl Worker {
                 }
             }
         };
-        let last = self.stage.is_last();
-        let matcher = match (&o.constraint, last) {
+        let last = index + 1 == o.route.hops.len();
+        let matcher = match (&o.constraint, last && embed.is_none()) {
             (Some(c), true) => {
                 let made = match &self.cfg.token_env {
                     Some(env) => Matcher::new(env, c),
@@ -256,16 +284,28 @@ impl Worker {
             }
             _ => None,
         };
-        if index + 1 < o.route.hops.len() {
-            let next = &o.route.hops[index + 1];
-            out.push(Envelope {
-                to: (next.node_id.clone(), next.addr.clone()),
-                msg: match embed {
-                    Some(e) => Msg::OpenEmbedding(o.clone(), e),
-                    None => Msg::Open(o.clone()),
-                },
-            });
-        }
+        let role = match (last, embed) {
+            (false, e) => {
+                let next = &o.route.hops[index + 1];
+                out.push(Envelope {
+                    to: (next.node_id.clone(), next.addr.clone()),
+                    msg: match e {
+                        Some(e) => Msg::OpenEmbedding(o.clone(), e),
+                        None => Msg::Open(o.clone()),
+                    },
+                });
+                Role::Relay {
+                    embedding: e.is_some(),
+                }
+            }
+            (true, Some(_)) => Role::Pool,
+            (true, None) => Role::Sample(Box::new(Sampling {
+                sampler: Sampler::new(&o.params).with_prompt_len(o.prompt_len),
+                matcher,
+                prompt_len: o.prompt_len,
+                max_tokens: o.params.max_tokens,
+            })),
+        };
         self.reserved += need;
         self.order.push_back(o.seq);
         self.seqs.insert(
@@ -273,16 +313,12 @@ impl Worker {
             SeqState {
                 cache,
                 index,
-                sampler: last.then(|| Sampler::new(&o.params).with_prompt_len(o.prompt_len)),
-                matcher,
+                role,
                 history: o.reuse,
-                prompt_len: o.prompt_len,
-                max_tokens: o.params.max_tokens,
                 reserved: need,
                 pending: VecDeque::new(),
                 active: Instant::now(),
                 route: o.route,
-                embedding: embed.is_some(),
             },
         );
     }
@@ -301,7 +337,8 @@ impl Worker {
         };
         self.order.retain(|id| *id != seq);
         self.reserved -= s.reserved;
-        if !s.embedding && s.history.len() == s.cache.len() {
+        let embedding = matches!(s.role, Role::Pool | Role::Relay { embedding: true });
+        if !embedding && s.history.len() == s.cache.len() {
             self.prefix.put(s.history, s.cache);
             self.prefix.shrink_to(self.cfg.kv_capacity - self.reserved);
         }
@@ -429,20 +466,35 @@ impl Worker {
         for ((id, mut s, step), output) in states.into_iter().zip(outputs) {
             s.history.extend_from_slice(&step.tokens);
             // Generated tokens (also those of a replay) advance the constraint in order.
-            if let Some(m) = s.matcher.as_mut() {
-                let from = s.prompt_len.saturating_sub(step.pos).min(step.tokens.len());
-                if let Some(e) = step.tokens[from..].iter().find_map(|t| m.accept(*t).err()) {
-                    let msg = format!("{}: constraint: {e}", self.cfg.node_id);
-                    self.fault(&s.route, id, FaultKind::Failed, msg, out);
-                    self.seqs.insert(id, s);
-                    self.close(id);
-                    continue;
+            if let Role::Sample(smp) = &mut s.role {
+                if let Some(m) = smp.matcher.as_mut() {
+                    let from = smp
+                        .prompt_len
+                        .saturating_sub(step.pos)
+                        .min(step.tokens.len());
+                    if let Some(e) = step.tokens[from..].iter().find_map(|t| m.accept(*t).err()) {
+                        let msg = format!("{}: constraint: {e}", self.cfg.node_id);
+                        self.fault(&s.route, id, FaultKind::Failed, msg, out);
+                        self.seqs.insert(id, s);
+                        self.close(id);
+                        continue;
+                    }
                 }
             }
-            match output {
-                // The last stage's output for an embedding sequence: the pooled vector
-                // of every position so far, wanted after the prompt's last chunk.
-                StageOutput::Hidden(h) if s.index + 1 == s.route.hops.len() => {
+            match (&mut s.role, output) {
+                (Role::Relay { .. }, StageOutput::Hidden(h)) => {
+                    let next = &s.route.hops[s.index + 1];
+                    out.push(Envelope {
+                        to: (next.node_id.clone(), next.addr.clone()),
+                        msg: Msg::Step(Step {
+                            hidden: Some(h),
+                            ..step
+                        }),
+                    });
+                }
+                // The pooled vector of every position so far, wanted after the prompt's
+                // last chunk.
+                (Role::Pool, StageOutput::Hidden(h)) => {
                     if step.sample {
                         out.push(Envelope {
                             to: s.route.origin.clone(),
@@ -453,25 +505,14 @@ impl Worker {
                         });
                     }
                 }
-                StageOutput::Hidden(h) => {
-                    let next = &s.route.hops[s.index + 1];
-                    out.push(Envelope {
-                        to: (next.node_id.clone(), next.addr.clone()),
-                        msg: Msg::Step(Step {
-                            hidden: Some(h),
-                            ..step
-                        }),
-                    });
-                }
-                StageOutput::Logits(mut logits) if step.sample => {
-                    let sampler = s.sampler.as_ref().expect("the last stage samples");
-                    let allowed = s.matcher.as_mut().map(|m| m.allowed());
-                    let picked = sampler.pick(&mut logits, &s.history, allowed);
+                (Role::Sample(smp), StageOutput::Logits(mut logits)) if step.sample => {
+                    let allowed = smp.matcher.as_mut().map(|m| m.allowed());
+                    let picked = smp.sampler.pick(&mut logits, &s.history, allowed);
                     let pos = s.history.len();
-                    let generated = pos + 1 - s.prompt_len.min(pos + 1);
+                    let generated = pos + 1 - smp.prompt_len.min(pos + 1);
                     let finish = if self.eog.contains(&picked.token) {
                         Some(Finish::Eog)
-                    } else if generated >= s.max_tokens || pos + 1 >= ctx {
+                    } else if generated >= smp.max_tokens || pos + 1 >= ctx {
                         Some(Finish::Length)
                     } else {
                         None
@@ -501,7 +542,17 @@ impl Worker {
                         });
                     }
                 }
-                StageOutput::Logits(_) => {}
+                (Role::Sample(_), StageOutput::Logits(_)) => {}
+                (_, _) => {
+                    let msg = format!(
+                        "{}: this stage's output does not fit the sequence's place on its route",
+                        self.cfg.node_id
+                    );
+                    self.fault(&s.route, id, FaultKind::Failed, msg, out);
+                    self.seqs.insert(id, s);
+                    self.close(id);
+                    continue;
+                }
             }
             self.seqs.insert(id, s);
         }

@@ -1,39 +1,62 @@
-//! One request's coordinator: opens its sequence on the route of the current plan, sends
-//! the prompt in chunks, turns the tokens coming back into text (stop strings, end of
+//! One request's coordinator: runs its sequence as a [`Session`] on the route of the
+//! current plan, turns the tokens coming back into text (stop strings, end of
 //! generation), and recovers when a stage fails: it waits (bounded) for a plan covering
-//! the model, opens a fresh sequence and replays the prompt and the tokens so far. The
-//! sampler draws per position from the request's seed, so the replay gives the same
-//! tokens.
+//! the model and replays the prompt and the tokens so far in a fresh session. The sampler
+//! draws per position from the request's seed, so the replay gives the same tokens.
+//!
+//! ```text
+//!   Healthy ──stage failed──▶ Replaying { since, cause } ──the replay's first token──▶ Healthy
+//!                                   │
+//!                                   └── no covering plan within the recovery timeout ──▶ error
+//! ```
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::StopFilter;
 use tokio::sync::mpsc;
 
+use super::session::{Event, Purpose, Session, Stop};
 use super::{Finished, GenError, GenEvent, GenRequest, Serving};
 use crate::metrics::RequestStatus;
-use crate::node::view::{fmt_layers, Liveness, RouteHop};
-use crate::pipeline::msg::{Envelope, FaultKind, Finish, Hop, Msg, Open, Route, SeqId, Step};
+use crate::pipeline::msg::{Finish, Token};
 
-/// Longest wait for progress (a token) before the route is given up, plus an allowance
-/// per position still to compute.
-const PROGRESS_TIMEOUT: Duration = Duration::from_secs(60);
-const PER_POSITION: Duration = Duration::from_millis(100);
 /// Waits between retries when a stage has no room for the sequence.
 const BUSY_BACKOFF: Duration = Duration::from_millis(200);
-/// Longest wait for the view to change before a failed route is tried again.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// How an attempt on one route ended.
+/// How a request's stream ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// An end-of-generation token (not streamed).
+    Eog,
+    /// A stop string matched: the text held back is dropped.
+    StopString,
+    /// `max_tokens` or the context reached.
+    Length,
+}
+
+impl End {
+    fn reason(self) -> &'static str {
+        match self {
+            End::Eog | End::StopString => "stop",
+            End::Length => "length",
+        }
+    }
+}
+
+/// Whether the request is getting over a stage failure.
+enum Recovery {
+    /// No failure since the last token.
+    Healthy,
+    /// A stage failed at `since` (`cause`): the next session replays the prompt and the
+    /// tokens so far, on a route found within the recovery timeout.
+    Replaying { since: Instant, cause: String },
+}
+
+/// How one session ended.
 enum Outcome {
-    Done(&'static str),
-    /// The stages dropped a prefix: run again without reuse.
-    PrefixMiss,
-    /// A stage has no room now: try again shortly.
-    Busy(String),
-    /// A stage failed: recover on a new plan.
-    Failed(String),
+    Done(End),
+    Stopped(Stop),
+    /// The client went away.
     Cancelled,
 }
 
@@ -45,28 +68,18 @@ struct Progress<'a> {
     generated: Vec<u32>,
     decoder: engine::TextStream<'a>,
     stops: StopFilter,
-    stop_matched: bool,
     t0: Instant,
     ttft: Duration,
     first_at: Instant,
     cached: usize,
-    /// Set when a replay after a failure produced its first token.
-    recovered: bool,
-    /// What the output must follow (checked on the last stage).
-    constraint: Option<engine::constrain::Constraint>,
 }
 
 impl Progress<'_> {
-    /// Takes the next token; `Some(reason)` when the request is complete.
-    async fn token(
-        &mut self,
-        id: u32,
-        logprob: f32,
-        top: Vec<(u32, f32)>,
-        finish: Option<Finish>,
-    ) -> Result<Option<&'static str>, ()> {
+    /// Takes the next token; `Some(end)` when the request is complete, `Err` when the
+    /// client went away.
+    async fn token(&mut self, t: Token) -> Result<Option<End>, ()> {
         let m = &self.s.state.metrics;
-        self.generated.push(id);
+        self.generated.push(t.id);
         m.tokens_generated.inc();
         if self.generated.len() == 1 {
             self.ttft = self.t0.elapsed();
@@ -79,29 +92,24 @@ impl Progress<'_> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = self.ttft.as_secs_f64() * 1000.0;
         }
-        if finish == Some(Finish::Eog) {
-            return Ok(Some("stop"));
+        if t.finish == Some(Finish::Eog) {
+            return Ok(Some(End::Eog));
         }
-        let piece = self.decoder.push(id).ok().flatten().unwrap_or_default();
+        let piece = self.decoder.push(t.id).ok().flatten().unwrap_or_default();
         let (text, stopped) = self.stops.push(&piece);
-        if self
-            .tx
-            .send(GenEvent::Token {
-                id,
-                text,
-                logprob,
-                top,
-            })
-            .await
-            .is_err()
-        {
+        let event = GenEvent::Token {
+            id: t.id,
+            text,
+            logprob: t.logprob,
+            top: t.top,
+        };
+        if self.tx.send(event).await.is_err() {
             return Err(());
         }
         if stopped {
-            self.stop_matched = true;
-            return Ok(Some("stop"));
+            return Ok(Some(End::StopString));
         }
-        Ok(finish.map(|_| "length"))
+        Ok(t.finish.map(|_| End::Length))
     }
 }
 
@@ -115,7 +123,6 @@ pub async fn run(
     let mut params = req.params.clone();
     // A fixed seed: a replay after a failure draws the same tokens.
     params.seed.get_or_insert_with(rand::random);
-    let model = &s.state.model;
     s.state
         .metrics
         .prompt_tokens
@@ -125,29 +132,34 @@ pub async fn run(
         tx,
         prompt_len: req.prompt_tokens.len(),
         generated: Vec::new(),
-        decoder: model.tokenizer.stream(),
+        decoder: s.state.model.tokenizer.stream(),
         stops: StopFilter::new(&params.stop),
-        stop_matched: false,
         t0,
         ttft: Duration::ZERO,
         first_at: t0,
         cached: 0,
-        recovered: false,
-        constraint: req.constraint.clone(),
     };
     let mut reuse_ok = true;
-    let mut failed_since: Option<(Instant, String)> = None;
-    let finish = loop {
-        let route = match route_now(s, failed_since.as_ref().map(|f| f.0), tx).await {
+    let mut recovery = Recovery::Healthy;
+    let end = loop {
+        let failed_at = match &recovery {
+            Recovery::Healthy => None,
+            Recovery::Replaying { since, .. } => Some(*since),
+        };
+        let route = tokio::select! {
+            r = s.route_after(failed_at) => r,
+            _ = tx.closed() => return RequestStatus::Cancelled,
+        };
+        let route = match route {
             Ok(r) => r,
+            Err(_) if tx.is_closed() => return RequestStatus::Cancelled,
             Err(e) => {
-                let e = match &failed_since {
-                    Some((_, cause)) => GenError::Unavailable(format!("{e} (after: {cause})")),
-                    None => e,
+                let e = match &recovery {
+                    Recovery::Replaying { cause, .. } => {
+                        GenError::Unavailable(format!("{e} (after: {cause})"))
+                    }
+                    Recovery::Healthy => e,
                 };
-                if tx.is_closed() {
-                    return RequestStatus::Cancelled;
-                }
                 tracing::warn!(request = %req.request_id, "generation failed: {e}");
                 let _ = tx.send(GenEvent::Failed(e)).await;
                 return RequestStatus::Error;
@@ -155,40 +167,49 @@ pub async fn run(
         };
         let mut tokens = req.prompt_tokens.clone();
         tokens.extend_from_slice(&p.generated);
-        let recovering = failed_since.as_ref().map(|(_, cause)| cause.as_str());
-        let outcome = attempt(s, &route, &params, &tokens, reuse_ok, recovering, &mut p).await;
-        if matches!(outcome, Outcome::Done(_)) || p.recovered {
-            failed_since = None;
-            p.recovered = false;
+        let reuse = if reuse_ok {
+            s.prefixes.lookup(route.plan_version, &tokens)
+        } else {
+            Vec::new()
+        };
+        if p.generated.is_empty() {
+            p.cached = reuse.len();
         }
-        match outcome {
-            Outcome::Done(reason) => break reason,
+        let purpose = Purpose::Generate {
+            params: params.clone(),
+            prompt_len: p.prompt_len,
+            reuse,
+            constraint: req.constraint.clone(),
+        };
+        let session = Session::open(s, route, purpose, &tokens);
+        match follow(session, &tokens, &mut p, &mut recovery).await {
+            Outcome::Done(end) => break end,
             Outcome::Cancelled => return RequestStatus::Cancelled,
-            Outcome::PrefixMiss => reuse_ok = false,
-            Outcome::Busy(why) => {
+            Outcome::Stopped(Stop::PrefixMiss) => reuse_ok = false,
+            Outcome::Stopped(Stop::Busy(why)) => {
                 tracing::debug!(request = %req.request_id, "stage busy, retrying: {why}");
                 tokio::time::sleep(BUSY_BACKOFF).await;
             }
-            Outcome::Failed(cause) => {
+            Outcome::Stopped(Stop::Failed(cause)) => {
                 tracing::warn!(request = %req.request_id, "stage failed, re-planning: {cause}");
-                if failed_since.is_none() {
-                    failed_since = Some((Instant::now(), cause));
+                if let Recovery::Healthy = recovery {
+                    recovery = Recovery::Replaying {
+                        since: Instant::now(),
+                        cause,
+                    };
                 }
-                // Give the view a moment to change (a dead member, a new plan) before
-                // trying again; a transient failure retries the same route.
-                let mut views = s.state.watch_view();
                 tokio::select! {
-                    _ = views.changed() => {}
-                    _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                    _ = s.pause_after_failure() => {}
                     _ = tx.closed() => return RequestStatus::Cancelled,
                 }
-                continue;
             }
         }
     };
-    let rest = p.stops.finish();
-    if !rest.is_empty() && !p.stop_matched {
-        let _ = tx.send(GenEvent::Text(rest)).await;
+    if end != End::StopString {
+        let rest = p.stops.finish();
+        if !rest.is_empty() {
+            let _ = tx.send(GenEvent::Text(rest)).await;
+        }
     }
     let total = t0.elapsed();
     let n = p.generated.len() as u32;
@@ -200,7 +221,7 @@ pub async fn run(
     };
     s.state.metrics.tokens_per_second.set(tps);
     let done = Finished {
-        finish_reason: finish,
+        finish_reason: end.reason(),
         prompt_tokens: p.prompt_len as u32,
         completion_tokens: n,
         cached_tokens: p.cached as u32,
@@ -214,206 +235,54 @@ pub async fn run(
     RequestStatus::Ok
 }
 
-/// The route of the current plan; after a failure, waits for one (bounded by the
-/// recovery timeout, counted from the failure).
-async fn route_now(
-    s: &Serving,
-    failed_at: Option<Instant>,
-    tx: &mpsc::Sender<GenEvent>,
-) -> Result<Route, GenError> {
-    let mut views = s.state.watch_view();
-    loop {
-        match s.state.route() {
-            Ok((version, hops)) => return Ok(to_route(s, version, &hops)),
-            Err(e) => {
-                let Some(t) = failed_at else {
-                    return Err(GenError::Unavailable(e));
-                };
-                if t.elapsed() >= s.cfg.recovery_timeout {
-                    return Err(GenError::Unavailable(format!(
-                        "a stage failed mid-generation and no plan covered the model within {} s; layers not served: {} ({e})",
-                        s.cfg.recovery_timeout.as_secs(),
-                        missing_layers(s)
-                    )));
-                }
-            }
-        }
-        tokio::select! {
-            _ = views.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = tx.closed() => return Err(GenError::Internal("client went away".into())),
-        }
-    }
-}
-
-fn to_route(s: &Serving, version: u64, hops: &[RouteHop]) -> Route {
-    Route {
-        plan_version: version,
-        hops: hops
-            .iter()
-            .map(|h| Hop {
-                node_id: h.node_id.clone(),
-                addr: h.api_addr.clone(),
-                range: h.range.clone(),
-            })
-            .collect(),
-        origin: s.router.me().clone(),
-    }
-}
-
-/// Layer ranges no ready stage serves now, e.g. `[10,20), [25,30)`.
-fn missing_layers(s: &Serving) -> String {
-    let view = s.state.view();
-    let Some(plan) = view.plan.as_ref() else {
-        return fmt_layers(&(0..s.state.model.info.n_layers));
-    };
-    let mut missing = plan.gaps();
-    for sl in &plan.slices {
-        let ready = if sl.node_id == s.state.node_id {
-            s.state.local_range().as_ref() == Some(&sl.range)
-        } else {
-            view.member(&sl.node_id)
-                .is_some_and(|m| m.state != Liveness::Dead && m.layers.as_ref() == Some(&sl.range))
-        };
-        if !ready {
-            missing.push(sl.range.clone());
-        }
-    }
-    missing.sort_by_key(|r| r.start);
-    if missing.is_empty() {
-        "none (stages did not answer)".into()
-    } else {
-        missing
-            .iter()
-            .map(fmt_layers)
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-/// One run of the sequence on `route`: open, send `tokens` (prompt and tokens so far),
-/// stream what comes back until the end or a failure. Closes the sequence on the stages
-/// whatever happens.
-async fn attempt(
-    s: &Serving,
-    route: &Route,
-    params: &engine::SamplingParams,
+/// Streams a session's tokens (it was sent `tokens`: the prompt and the tokens so far)
+/// until the end, a stop or the client going away; the first token of a replay ends the
+/// recovery. The session is closed on the stages when this returns.
+async fn follow(
+    mut session: Session<'_>,
     tokens: &[u32],
-    reuse_ok: bool,
-    recovering: Option<&str>,
     p: &mut Progress<'_>,
+    recovery: &mut Recovery,
 ) -> Outcome {
-    let route = Arc::new(route.clone());
-    let head = (route.hops[0].node_id.clone(), route.hops[0].addr.clone());
-    let seq: SeqId = rand::random();
-    let mut rx = s.router.register(seq);
-    let mut downs = s.router.link_down();
-    let mut views = s.state.watch_view();
-    let reuse = if reuse_ok {
-        s.prefixes.lookup(route.plan_version, tokens)
-    } else {
-        Vec::new()
-    };
-    if p.generated.is_empty() {
-        p.cached = reuse.len();
-    }
-    let send = |msg| {
-        s.router.deliver(Envelope {
-            to: head.clone(),
-            msg,
-        })
-    };
-    send(Msg::Open(Open {
-        seq,
-        route: route.clone(),
-        params: params.clone(),
-        prompt_len: p.prompt_len,
-        reuse: reuse.clone(),
-        constraint: p.constraint.clone(),
-    }));
-    let chunk = s.cfg.chunk.max(1);
-    let todo = &tokens[reuse.len()..];
-    for (i, c) in todo.chunks(chunk).enumerate() {
-        send(Msg::Step(Step {
-            seq,
-            pos: reuse.len() + i * chunk,
-            tokens: c.to_vec(),
-            hidden: None,
-            sample: reuse.len() + (i + 1) * chunk >= tokens.len(),
-        }));
-    }
-    let mut expect = tokens.len();
-    let mut patience = PROGRESS_TIMEOUT + PER_POSITION * todo.len() as u32;
-    let outcome = loop {
-        let dead = |v: &crate::node::view::ClusterView| {
-            route.hops.iter().find_map(|h| {
-                v.member(&h.node_id)
-                    .filter(|m| m.state == Liveness::Dead)
-                    .map(|_| format!("stage owner {} is dead", h.node_id))
-            })
+    loop {
+        let event = tokio::select! {
+            e = session.next() => e,
+            _ = p.tx.closed() => return Outcome::Cancelled,
         };
-        if let Some(why) = dead(&s.state.view()) {
-            break Outcome::Failed(why);
-        }
-        tokio::select! {
-            m = rx.recv() => match m {
-                Some(Msg::Token(t)) if t.pos == expect => {
-                    if expect == tokens.len() {
-                        if let Some(cause) = recovering {
-                            // The replay went through: the stream goes on on the new route.
-                            s.state.metrics.pipeline_recoveries.inc();
-                            p.recovered = true;
-                            tracing::info!(
-                                replayed = tokens.len(),
-                                plan = %crate::node::view::fmt_plan(route.plan_version),
-                                "pipeline recovered: {cause}"
-                            );
-                        }
-                    }
-                    expect += 1;
-                    patience = PROGRESS_TIMEOUT;
-                    match p.token(t.id, t.logprob, t.top, t.finish).await {
-                        Ok(Some(reason)) => break Outcome::Done(reason),
-                        Ok(None) => {}
-                        Err(()) => break Outcome::Cancelled,
+        match event {
+            Event::Token { token, first } => {
+                if first {
+                    if let Recovery::Replaying { cause, .. } = recovery {
+                        // The replay went through: the stream goes on on the new route.
+                        p.s.state.metrics.pipeline_recoveries.inc();
+                        tracing::info!(
+                            replayed = tokens.len(),
+                            plan = %crate::node::view::fmt_plan(session.plan_version()),
+                            "pipeline recovered: {cause}"
+                        );
+                        *recovery = Recovery::Healthy;
                     }
                 }
-                Some(Msg::Token(_)) => {}
-                Some(Msg::Fault(f)) => break match f.kind {
-                    FaultKind::Busy => Outcome::Busy(f.message),
-                    FaultKind::PrefixMiss => Outcome::PrefixMiss,
-                    FaultKind::Failed => Outcome::Failed(f.message),
-                },
-                Some(_) | None => break Outcome::Failed("the token channel closed".into()),
-            },
-            d = downs.recv() => {
-                if let Ok(node) = d {
-                    if route.hops.iter().any(|h| h.node_id == node) {
-                        break Outcome::Failed(format!("the link to {node} broke"));
+                match p.token(token).await {
+                    Ok(Some(end)) => {
+                        let version = session.plan_version();
+                        drop(session);
+                        // Every position but the last sampled token is now in the
+                        // stages' caches.
+                        let mut kept = tokens.to_vec();
+                        kept.extend_from_slice(&p.generated[(tokens.len() - p.prompt_len)..]);
+                        kept.pop();
+                        p.s.prefixes.record(version, kept);
+                        return Outcome::Done(end);
                     }
+                    Ok(None) => {}
+                    Err(()) => return Outcome::Cancelled,
                 }
             }
-            _ = views.changed() => {}
-            _ = tokio::time::sleep(patience) => {
-                break Outcome::Failed(format!("no progress within {} s", patience.as_secs()));
+            Event::Embedding(_) => {
+                return Outcome::Stopped(Stop::Failed("an embedding for a generation".into()))
             }
-            _ = p.tx.closed() => break Outcome::Cancelled,
+            Event::Stopped(why) => return Outcome::Stopped(why),
         }
-    };
-    // Closes go straight to every stage: a broken route would not pass them on.
-    for h in &route.hops {
-        s.router.deliver(Envelope {
-            to: (h.node_id.clone(), h.addr.clone()),
-            msg: Msg::Close(seq),
-        });
     }
-    s.router.unregister(seq);
-    if matches!(outcome, Outcome::Done(_)) {
-        // Every position but the last sampled token is now in the stages' caches.
-        let mut kept = tokens.to_vec();
-        kept.extend_from_slice(&p.generated[(tokens.len() - p.prompt_len)..]);
-        kept.pop();
-        s.prefixes.record(route.plan_version, kept);
-    }
-    outcome
 }

@@ -1,29 +1,22 @@
-//! Embeddings through the pipeline: a sequence opened with [`Msg::OpenEmbedding`] runs
-//! its tokens through every stage of the route exactly like a generation's prompt (in
+//! Embeddings through the pipeline: a [`Session`] opened for an embedding runs its
+//! tokens through every stage of the route exactly like a generation's prompt (in
 //! chunks, the same hidden states on the wire); the last stage pools the final-normed
 //! hidden states of all positions instead of sampling and sends the vector back to this
-//! agent as a [`Msg::Embedding`].
+//! agent.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::{Pooling, SamplingParams};
+use engine::Pooling;
 
+use super::session::{Event, Purpose, Session, Stop};
 use super::{GenError, Serving};
 use crate::metrics::RequestStatus;
-use crate::node::view::Liveness;
-use crate::pipeline::msg::{EmbedSpec, Envelope, FaultKind, Hop, Msg, Open, Route, SeqId, Step};
-use crate::pipeline::router::Router;
+use crate::pipeline::msg::{EmbedSpec, Route};
 
-/// Longest wait for the embedding, plus an allowance per position to compute.
-const TIMEOUT: Duration = Duration::from_secs(60);
-const PER_POSITION: Duration = Duration::from_millis(100);
 /// Waits between tries when a stage has no room for the sequence.
 const BUSY_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest time spent retrying stages that have no room.
 const BUSY_PATIENCE: Duration = Duration::from_secs(30);
-/// Longest wait for the view to change before a failed route is tried again.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// How one try on one route ended.
 enum Attempt {
@@ -51,27 +44,6 @@ impl Drop for Track<'_> {
     }
 }
 
-/// An open sequence: closed on every stage of its route and unregistered when dropped,
-/// also when the caller goes away mid-way.
-struct OpenSeq {
-    router: Arc<Router>,
-    seq: SeqId,
-    hops: Vec<Hop>,
-}
-
-impl Drop for OpenSeq {
-    fn drop(&mut self) {
-        // Closes go straight to every stage: a broken route would not pass them on.
-        for h in &self.hops {
-            self.router.deliver(Envelope {
-                to: (h.node_id.clone(), h.addr.clone()),
-                msg: Msg::Close(self.seq),
-            });
-        }
-        self.router.unregister(self.seq);
-    }
-}
-
 impl Serving {
     /// The embedding of `tokens`: the final hidden states of all positions pooled with
     /// `pooling` (L2-normalized when `normalize`), computed through the pipeline on the
@@ -83,23 +55,15 @@ impl Serving {
     /// while, but after a stage failure (a fault, a dead owner, a broken link, no answer
     /// in time) the sequence is retried once, on the route of the plan then current
     /// (waiting for one up to the recovery timeout); a second failure is the error.
+    ///
+    /// `tokens` are the API's, checked there: not empty, ids in the vocabulary, no more
+    /// than the model's context.
     pub async fn embed(
         &self,
         tokens: Vec<u32>,
         pooling: Pooling,
         normalize: bool,
     ) -> Result<Vec<f32>, GenError> {
-        let info = &self.state.model.info;
-        if tokens.is_empty() {
-            return Err(GenError::BadRequest("the input is empty".into()));
-        }
-        if tokens.len() > info.context_length {
-            return Err(GenError::BadRequest(format!(
-                "the input has {} tokens; the model's context is {}",
-                tokens.len(),
-                info.context_length
-            )));
-        }
         let _ = self.state.route().map_err(GenError::Unavailable)?;
         let m = &self.state.metrics;
         let ticket = match self.admission.try_admit(tokens.len()) {
@@ -139,7 +103,7 @@ impl Serving {
         let mut failure: Option<(Instant, String)> = None;
         let mut busy_since: Option<Instant> = None;
         loop {
-            let route = self.embed_route(failure.as_ref().map(|f| f.0)).await?;
+            let route = self.route_after(failure.as_ref().map(|f| f.0)).await?;
             match self.embed_attempt(route, tokens, spec).await {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Busy(why) => {
@@ -157,141 +121,30 @@ impl Serving {
                     }
                     tracing::warn!("embedding: stage failed, retrying once: {why}");
                     failure = Some((Instant::now(), why));
-                    let mut views = self.state.watch_view();
-                    tokio::select! {
-                        _ = views.changed() => {}
-                        _ = tokio::time::sleep(RETRY_PAUSE) => {}
-                    }
+                    self.pause_after_failure().await;
                 }
             }
         }
     }
 
-    /// The route of the current plan; after a failure (at `failed_at`), waits for one up
-    /// to the recovery timeout.
-    async fn embed_route(&self, failed_at: Option<Instant>) -> Result<Route, GenError> {
-        let mut views = self.state.watch_view();
-        loop {
-            match self.state.route() {
-                Ok((version, hops)) => {
-                    return Ok(Route {
-                        plan_version: version,
-                        hops: hops
-                            .iter()
-                            .map(|h| Hop {
-                                node_id: h.node_id.clone(),
-                                addr: h.api_addr.clone(),
-                                range: h.range.clone(),
-                            })
-                            .collect(),
-                        origin: self.router.me().clone(),
-                    })
-                }
-                Err(e) => match failed_at {
-                    Some(t) if t.elapsed() < self.cfg.recovery_timeout => {}
-                    _ => return Err(GenError::Unavailable(e)),
-                },
-            }
-            tokio::select! {
-                _ = views.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
-    }
-
-    /// One try on `route`: open, send the tokens in chunks (only the last one asks for
-    /// the output), wait for the embedding. The sequence is closed on every stage
-    /// whatever happens.
+    /// One try on `route`: a session that sends the tokens and waits for the embedding
+    /// (closed on every stage whatever happens).
     async fn embed_attempt(&self, route: Route, tokens: &[u32], spec: EmbedSpec) -> Attempt {
-        let route = Arc::new(route);
-        let head = (route.hops[0].node_id.clone(), route.hops[0].addr.clone());
-        let seq: SeqId = rand::random();
-        let mut rx = self.router.register(seq);
-        let _open = OpenSeq {
-            router: self.router.clone(),
-            seq,
-            hops: route.hops.clone(),
-        };
-        let mut downs = self.router.link_down();
-        let mut views = self.state.watch_view();
-        let send = |msg| {
-            self.router.deliver(Envelope {
-                to: head.clone(),
-                msg,
-            })
-        };
-        send(Msg::OpenEmbedding(
-            Open {
-                seq,
-                route: route.clone(),
-                // Nothing is sampled; no positions are reserved beyond the input's.
-                params: SamplingParams::greedy(0),
-                prompt_len: tokens.len(),
-                reuse: Vec::new(),
-                constraint: None,
-            },
-            spec,
-        ));
-        let chunk = self.cfg.chunk.max(1);
-        for (i, c) in tokens.chunks(chunk).enumerate() {
-            send(Msg::Step(Step {
-                seq,
-                pos: i * chunk,
-                tokens: c.to_vec(),
-                hidden: None,
-                sample: (i + 1) * chunk >= tokens.len(),
-            }));
-        }
+        let mut session = Session::open(self, route, Purpose::Embed(spec), tokens);
         let dim = self.state.model.info.hidden_size;
-        let patience = TIMEOUT + PER_POSITION * tokens.len() as u32;
-        let deadline = tokio::time::sleep(patience);
-        tokio::pin!(deadline);
-        loop {
-            let dead = route.hops.iter().find_map(|h| {
-                self.state
-                    .view()
-                    .member(&h.node_id)
-                    .filter(|m| m.state == Liveness::Dead)
-                    .map(|_| format!("stage owner {} is dead", h.node_id))
-            });
-            if let Some(why) = dead {
-                return Attempt::Failed(why);
+        match session.next().await {
+            Event::Embedding(v) if pooling_rows(spec.pooling, v.len(), dim) => Attempt::Done(v),
+            Event::Embedding(v) => Attempt::Failed(format!(
+                "the last stage sent {} values, not a multiple of the model's width {dim}",
+                v.len()
+            )),
+            Event::Token { .. } => Attempt::Failed("a token for an embedding sequence".into()),
+            Event::Stopped(Stop::Busy(why)) => Attempt::Busy(why),
+            // Never asked for (an embedding reuses no prefix): a failure like any other.
+            Event::Stopped(Stop::PrefixMiss) => {
+                Attempt::Failed("a stage answered with a prefix miss".into())
             }
-            tokio::select! {
-                m = rx.recv() => match m {
-                    Some(Msg::Embedding(e)) => {
-                        if pooling_rows(spec.pooling, e.data.len(), dim) {
-                            return Attempt::Done(e.data);
-                        }
-                        return Attempt::Failed(format!(
-                            "the last stage sent {} values, not a multiple of the model's width {dim}",
-                            e.data.len()
-                        ));
-                    }
-                    Some(Msg::Fault(f)) => {
-                        return match f.kind {
-                            FaultKind::Busy => Attempt::Busy(f.message),
-                            FaultKind::PrefixMiss | FaultKind::Failed => Attempt::Failed(f.message),
-                        }
-                    }
-                    Some(_) => {}
-                    None => return Attempt::Failed("the sequence's channel closed".into()),
-                },
-                d = downs.recv() => {
-                    if let Ok(node) = d {
-                        if route.hops.iter().any(|h| h.node_id == node) {
-                            return Attempt::Failed(format!("the link to {node} broke"));
-                        }
-                    }
-                }
-                _ = views.changed() => {}
-                _ = &mut deadline => {
-                    return Attempt::Failed(format!(
-                        "no embedding within {} s",
-                        patience.as_secs()
-                    ));
-                }
-            }
+            Event::Stopped(Stop::Failed(why)) => Attempt::Failed(why),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Serving requests entered at this agent: admission by KV budget, and a coordinator per
-//! request that drives its sequence through the pipeline, streams its tokens and, when a
-//! stage fails, replays it on the new plan (the same tokens: sampling is seeded per
-//! position).
+//! request that drives its sequence through the pipeline as a session (`session.rs`),
+//! streams its tokens and, when a stage fails, replays it on the new plan (the same
+//! tokens: sampling is seeded per position). Embeddings run on the same session type.
 
 pub mod admission;
 mod coordinator;
 mod embed;
 mod prefixes;
+mod session;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
