@@ -21,7 +21,7 @@ async fn ready(a: &Agent) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn single_agent_serves_http_grpc_and_metrics() {
-    let Some(model) = model() else { return };
+    let model = model();
     let a = Agent::start("solo", Ports::new(), &[], &model);
     ready(&a).await;
 
@@ -309,7 +309,7 @@ async fn grpc_options(ch: tonic::transport::Channel) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_clear_errors_and_the_agent_stays_up() {
-    let Some(model) = model() else { return };
+    let model = model();
     let a = Agent::start("bad", Ports::new(), &[], &model);
     ready(&a).await;
     let url = a.url("/v1/chat/completions");
@@ -401,7 +401,7 @@ async fn bad_input_gets_clear_errors_and_the_agent_stays_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn model_that_does_not_fit_gives_503_with_the_reason() {
-    let Some(model) = model() else { return };
+    let model = model();
     let a = Agent::start_with(
         "tiny",
         Ports::new(),
@@ -435,7 +435,7 @@ async fn model_that_does_not_fit_gives_503_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_beyond_the_limit_get_429() {
-    let Some(model) = model() else { return };
+    let model = model();
     let a = Agent::start_with(
         "busy",
         Ports::new(),

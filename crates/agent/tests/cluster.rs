@@ -98,7 +98,7 @@ fn expect(model: &std::path::Path, slices: &[(String, u64, u64)]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_agents_plan_generate_fail_and_rejoin() {
-    let Some(model) = model() else { return };
+    let model = model();
 
     let (p1, p2, p3) = (Ports::new(), Ports::new(), Ports::new());
     let a1 = Agent::start("agent-1", p1, &[], &model);

@@ -179,7 +179,7 @@ async fn rss(agents: &[&Agent]) -> Vec<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn thirty_two_concurrent_streams_complete_or_get_429() {
-    let Some(model) = model() else { return };
+    let model = model();
     let agents = cluster(&model, &["--max-requests", "4", "--max-queue", "4"]).await;
     let refs: Vec<&Agent> = agents.iter().collect();
     let ports: Vec<u16> = agents.iter().map(|a| a.ports.api).collect();
@@ -226,7 +226,7 @@ async fn thirty_two_concurrent_streams_complete_or_get_429() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn queue_waits_then_429_and_disconnects_free_every_stage() {
-    let Some(model) = model() else { return };
+    let model = model();
     let agents = cluster(&model, &["--max-requests", "1", "--max-queue", "1"]).await;
     let refs: Vec<&Agent> = agents.iter().collect();
     let port = agents[0].ports.api;

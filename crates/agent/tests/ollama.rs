@@ -43,7 +43,7 @@ fn assert_done(v: &Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ollama_api_on_one_agent() {
-    let Some(model) = model() else { return };
+    let model = model();
     let a = Agent::start("ollama", Ports::new(), &[], &model);
     wait_for("agent healthy", Duration::from_secs(60), || async {
         get(&a.url("/health"))

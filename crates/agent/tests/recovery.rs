@@ -192,7 +192,7 @@ fn strip_ansi(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn middle_stage_dies_mid_stream_and_the_request_completes() {
-    let Some(model) = model() else { return };
+    let model = model();
     let (p1, p2, p3) = (Ports::new(), Ports::new(), Ports::new());
     let mut agents = [
         Agent::start("agent-1", p1, &[], &model),
@@ -300,7 +300,7 @@ async fn middle_stage_dies_mid_stream_and_the_request_completes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn losing_the_only_holder_mid_stream_names_the_missing_layers() {
-    let Some(model) = model() else { return };
+    let model = model();
     let (p1, p2) = (Ports::new(), Ports::new());
     // The entry agent offers no memory: it only coordinates.
     let entry = Agent::start_with(
@@ -423,7 +423,7 @@ async fn losing_the_only_holder_mid_stream_names_the_missing_layers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_frozen_stage_is_abandoned_when_gossip_declares_it_dead() {
-    let Some(model) = model() else { return };
+    let model = model();
     let (p1, p2, p3) = (Ports::new(), Ports::new(), Ports::new());
     let agents = [
         Agent::start("agent-1", p1, &[], &model),
@@ -481,7 +481,7 @@ async fn a_frozen_stage_is_abandoned_when_gossip_declares_it_dead() {
 /// its undisturbed run.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stage_dies_under_a_full_batch_and_every_stream_completes_unchanged() {
-    let Some(model) = model() else { return };
+    let model = model();
     let (p1, p2, p3) = (Ports::new(), Ports::new(), Ports::new());
     let agents = [
         Agent::start("batch-1", p1, &[], &model),

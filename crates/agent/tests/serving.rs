@@ -108,7 +108,7 @@ async fn concurrent_equals_alone(entry: &Agent, batch_metric_of: &Agent) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_agent_batches_concurrent_streams_without_changing_tokens() {
-    let Some(model) = model() else { return };
+    let model = model();
     let a = Agent::start("serve-1", Ports::new(), &[], &model);
     healthy(&[&a]).await;
     concurrent_equals_alone(&a, &a).await;
@@ -116,7 +116,7 @@ async fn one_agent_batches_concurrent_streams_without_changing_tokens() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_agents_batch_concurrent_streams_without_changing_tokens() {
-    let Some(model) = model() else { return };
+    let model = model();
     let pa = Ports::new();
     let a = Agent::start("serve-a", pa, &[], &model);
     let b = Agent::start("serve-b", Ports::new(), &[pa.gossip], &model);
@@ -148,7 +148,7 @@ async fn three_agents_batch_concurrent_streams_without_changing_tokens() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_repeated_multi_turn_prompt_hits_the_prefix_cache() {
-    let Some(model) = model() else { return };
+    let model = model();
     let pa = Ports::new();
     let a = Agent::start("prefix-a", pa, &[], &model);
     let b = Agent::start("prefix-b", Ports::new(), &[pa.gossip], &model);

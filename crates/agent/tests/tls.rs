@@ -13,7 +13,7 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_agents_with_tls_secret_and_key_serve_https() {
-    let Some(model) = model() else { return };
+    let model = model();
     let dir = tempfile::tempdir().unwrap();
     let ck =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();

@@ -1,5 +1,6 @@
 //! Authenticated gossip on loopback: members sharing a secret see each other; a
-//! member with another secret (or none) is never listed. Waits are bounded polls.
+//! member with another secret (or none) is never listed. Waits are bounded polls; ports
+//! come from `testkit::free_port`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,7 +10,8 @@ use cluster::{GossipAuth, Member, Membership, MembershipConfig, NodeAdvert};
 const WAIT: Duration = Duration::from_secs(15);
 
 async fn start(id: &str, seeds: &[String], secret: Option<&str>) -> Membership {
-    let mut cfg = MembershipConfig::new(id, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+    let listen = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let mut cfg = MembershipConfig::new(id, listen);
     cfg.seeds = seeds.to_vec();
     cfg.cluster_id = "auth-test".into();
     cfg.auth = secret.map(GossipAuth::new);

@@ -1,5 +1,5 @@
-//! Gossip membership on loopback (127.0.0.1, ephemeral ports). Waits are bounded
-//! polls; nothing asserts on timing.
+//! Gossip membership on loopback (127.0.0.1, ports from `testkit::free_port`). Waits
+//! are bounded polls of the condition; nothing asserts on timing.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use cluster::{ClusterError, Member, MemberState, Membership, MembershipConfig, N
 const WAIT: Duration = Duration::from_secs(15);
 
 fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], testkit::free_port()))
 }
 
 fn config(id: &str, seeds: &[String]) -> MembershipConfig {
@@ -148,14 +148,21 @@ async fn three_members_join_propagate_die_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostname_seed_that_appears_late_is_joined() {
-    // Reserve a port for the seed, then start a member pointing at it by name
-    // before the seed exists: the periodic re-resolution must still join them.
-    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let seed_port = probe.local_addr().unwrap().port();
-    drop(probe);
+    // Hold the seed's port, then start a member pointing at it by name before the
+    // seed exists: once it has gossiped to the empty port, the seed starts there, and
+    // the periodic re-resolution must still join them.
+    let seed_port = testkit::free_port();
+    let holder = tokio::net::UdpSocket::bind(("127.0.0.1", seed_port))
+        .await
+        .unwrap();
     let late_seed = format!("localhost:{seed_port}");
     let b = start("late-b", &[late_seed]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut buf = [0u8; 65536];
+    tokio::time::timeout(WAIT, holder.recv_from(&mut buf))
+        .await
+        .expect("late-b gossips to its seed before the seed exists")
+        .unwrap();
+    drop(holder);
 
     let mut cfg = config("late-a", &[]);
     cfg.listen.set_port(seed_port);
@@ -174,7 +181,7 @@ async fn hostname_seed_that_appears_late_is_joined() {
 
 #[tokio::test]
 async fn port_in_use_is_a_clear_error() {
-    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let taken = std::net::UdpSocket::bind(("127.0.0.1", testkit::free_port())).unwrap();
     let addr = taken.local_addr().unwrap();
     let mut cfg = config("busy", &[]);
     cfg.listen = addr;

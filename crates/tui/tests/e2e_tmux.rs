@@ -4,30 +4,33 @@
 //! tokens travelled (each with a measured latency), and an agent killed and restarted
 //! goes down and comes back on screen.
 //!
-//! Needs the default model and the `agent` binary (built with `cargo build -p agent`
-//! when missing); skips with a message when the model is absent. tmux is installed
-//! with apt when missing.
+//! Needs the `agent` binary (built with `cargo build -p agent` when missing), the default
+//! model (fetched by `agent fetch-model`, where the agent keeps it: `DLLM_MODEL_DIR`,
+//! `XDG_CACHE_HOME`) and tmux (installed with apt when missing); without any of them the
+//! test fails.
 
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
+use testkit::free_port;
 
-fn model() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let p = Path::new(&home).join(".cache/distributed-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    p.is_file().then_some(p)
+/// The default model, as the agent finds or fetches it (`agent fetch-model` prints its
+/// path).
+fn model(agent: &Path) -> PathBuf {
+    let out = Command::new(agent)
+        .arg("fetch-model")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running agent fetch-model");
+    assert!(out.status.success(), "agent fetch-model failed");
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        path.is_file(),
+        "agent fetch-model printed {}",
+        path.display()
+    );
+    path
 }
 
 /// The workspace's `agent` binary next to this test's target dir (built if missing).
@@ -52,7 +55,8 @@ fn agent_bin() -> PathBuf {
     bin
 }
 
-fn ensure_tmux() -> bool {
+/// Installs tmux with apt when it is missing; fails the test when that does not work.
+fn ensure_tmux() {
     let have = || {
         Command::new("tmux")
             .arg("-V")
@@ -60,12 +64,15 @@ fn ensure_tmux() -> bool {
             .is_ok_and(|o| o.status.success())
     };
     if have() {
-        return true;
+        return;
     }
     let _ = Command::new("apt-get")
         .args(["install", "-y", "tmux"])
         .status();
-    have()
+    assert!(
+        have(),
+        "tmux is missing and `apt-get install -y tmux` did not install it"
+    );
 }
 
 struct Agent {
@@ -240,15 +247,9 @@ fn row<'a>(screen: &'a str, node: &str) -> &'a str {
 
 #[test]
 fn tui_shows_three_agents_chats_and_follows_a_restart() {
-    let Some(model) = model() else {
-        eprintln!("SKIP: default model not found under ~/.cache/distributed-llm/models");
-        return;
-    };
-    if !ensure_tmux() {
-        eprintln!("SKIP: tmux is missing and apt-get could not install it");
-        return;
-    }
+    ensure_tmux();
     let bin = agent_bin();
+    let model = model(&bin);
     let dir = tempfile::tempdir().unwrap();
     let (g1, g2, g3) = (free_port(), free_port(), free_port());
     let (p1, p2, p3) = (free_port(), free_port(), free_port());

@@ -2,54 +2,21 @@
 //! ports below the ephemeral range, killed on drop; bounded polling; a tiny HTTP client.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use agent::httpc;
 use serde_json::Value;
 
-/// The default model, fetched into the cache on first use (a test never passes without
-/// it: a failed fetch fails the test). `Option` keeps the tests' `let Some(..) else`.
-pub fn model() -> Option<PathBuf> {
-    Some(engine::fetch::ensure_default_model().expect("fetching the default model (make model)"))
+/// The default model, fetched into the cache on first use (as the agent does:
+/// `DLLM_MODEL_DIR`, `XDG_CACHE_HOME`); a failed fetch fails the test.
+pub fn model() -> PathBuf {
+    engine::fetch::ensure_default_model().expect("fetching the default model (make model)")
 }
 
-/// A port free for both TCP and UDP on 127.0.0.1, taken below the kernel's ephemeral range
-/// (`ip_local_port_range`, 32768-60999 by default): a port the OS hands out (`bind(:0)`)
-/// can be taken by a running agent's outgoing connection before the new agent binds it
-/// (seen in CI: "gossip socket ... Address already in use"). Calls in one process walk
-/// the range from a pid-dependent start, so parallel tests never get the same port.
-pub fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
-    let (first, span) = (10_000u32, low.saturating_sub(10_000));
-    if span >= 1000 {
-        let start = std::process::id() % span;
-        for _ in 0..span {
-            let port = (first + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
-            if TcpListener::bind(("127.0.0.1", port)).is_ok()
-                && UdpSocket::bind(("127.0.0.1", port)).is_ok()
-            {
-                return port;
-            }
-        }
-    }
-    // No room below the ephemeral range: let the OS choose.
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port found");
-}
+/// A port free for both TCP and UDP on 127.0.0.1 (see [`testkit::free_port`]).
+pub use testkit::free_port;
 
 /// Ports of one agent.
 #[derive(Debug, Clone, Copy)]
@@ -231,7 +198,7 @@ pub fn reference(model: &Path, prompt: &str, max_tokens: usize) -> String {
 }
 
 /// The single-process engine's greedy answer with the model split at the same layer
-/// boundaries as a cluster plan (hidden states cross each boundary as f16, exactly
+/// boundaries as a cluster plan (hidden states cross each boundary as f32, exactly
 /// as between agents, so the tokens must match bit for bit).
 pub fn reference_split(
     model: &Path,
