@@ -27,11 +27,11 @@ pub struct Prepared {
 
 /// Validates a chat request and renders its prompt (the Responses API shares this).
 pub fn prepare(s: &App, req: &ChatCompletionRequest) -> Result<Prepared, ApiError> {
-    if let Some(m) = unknown_model(req.model.as_deref(), &s.model.id) {
-        return Err(ApiError::model_not_found(m, &s.model.id));
+    if let Some(m) = unknown_model(req.model.as_deref(), &s.state.model.id) {
+        return Err(ApiError::model_not_found(m, &s.state.model.id));
     }
     let v = req
-        .validate(s.model.tokenizer.vocab_size())
+        .validate(s.state.model.tokenizer.vocab_size())
         .map_err(ApiError::bad)?;
     let prompt_tokens = prompt::chat_tokens(&s.state, &v.messages, v.tools.as_ref())?;
     let constraint = match &v.tools {
@@ -67,7 +67,7 @@ pub async fn chat_completions(State(s): State<Arc<App>>, body: Bytes) -> Respons
             app: s.clone(),
             fingerprint: core::setup::system_fingerprint(&s.state),
             id,
-            model: s.model.id.clone(),
+            model: s.state.model.id.clone(),
             logprobs: v.params.logprobs.is_some(),
             fold: Fold::new(v.n, v.tools.as_ref().map(|t| t.mode)),
         };
@@ -78,7 +78,7 @@ pub async fn chat_completions(State(s): State<Arc<App>>, body: Bytes) -> Respons
         })
     };
     r.await.unwrap_or_else(|e| {
-        s.metrics.finish_request(RequestStatus::Rejected);
+        s.state.metrics.finish_request(RequestStatus::Rejected);
         e.into_response()
     })
 }
@@ -95,7 +95,7 @@ struct Run {
 
 impl Run {
     fn logprobs(&self, sampled: &[Sampled]) -> Option<ChoiceLogprobs> {
-        let tok = &self.app.model.tokenizer;
+        let tok = &self.app.state.model.tokenizer;
         self.logprobs.then(|| ChoiceLogprobs {
             content: sampled
                 .iter()
@@ -238,7 +238,7 @@ impl Run {
             fold,
         } = self;
         let (wholes, usage) = core::collect(events, fold).await?;
-        let tok = &app.model.tokenizer;
+        let tok = &app.state.model.tokenizer;
         let choices = wholes
             .into_iter()
             .enumerate()

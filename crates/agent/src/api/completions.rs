@@ -23,10 +23,10 @@ use crate::serving::GenEvent;
 pub async fn completions(State(s): State<Arc<App>>, body: Bytes) -> Response {
     let r = async {
         let req: CompletionRequest = core::parse_body(&body)?;
-        if let Some(m) = unknown_model(req.model.as_deref(), &s.model.id) {
-            return Err(ApiError::model_not_found(m, &s.model.id));
+        if let Some(m) = unknown_model(req.model.as_deref(), &s.state.model.id) {
+            return Err(ApiError::model_not_found(m, &s.state.model.id));
         }
-        let tok = &s.model.tokenizer;
+        let tok = &s.state.model.tokenizer;
         let (prompts, params, n) = req.validate(tok.vocab_size()).map_err(ApiError::bad)?;
         let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
         // One merged stream over prompts x n; choice index = prompt * n + i, as OpenAI.
@@ -56,7 +56,7 @@ pub async fn completions(State(s): State<Arc<App>>, body: Bytes) -> Response {
             app: s.clone(),
             fingerprint: core::setup::system_fingerprint(&s.state),
             id,
-            model: s.model.id.clone(),
+            model: s.state.model.id.clone(),
             echo: req.echo,
             logprobs: params.logprobs.is_some(),
             fold: Fold::new(echoes.len() as u32, None),
@@ -70,7 +70,7 @@ pub async fn completions(State(s): State<Arc<App>>, body: Bytes) -> Response {
         })
     };
     r.await.unwrap_or_else(|e: ApiError| {
-        s.metrics.finish_request(RequestStatus::Rejected);
+        s.state.metrics.finish_request(RequestStatus::Rejected);
         e.into_response()
     })
 }
@@ -106,7 +106,7 @@ impl Run {
         self.logprobs.then(|| {
             let mut lp = CompletionLogprobs::default();
             for s in sampled {
-                let t = core::token_logprob(&self.app.model.tokenizer, s);
+                let t = core::token_logprob(&self.app.state.model.tokenizer, s);
                 lp.tokens.push(t.token);
                 lp.token_logprobs.push(t.logprob);
                 lp.top_logprobs.push(
@@ -250,7 +250,7 @@ fn yes() -> bool {
 /// `POST /tokenize`: `{"tokens": [ids]}`, or `[{"id", "piece"}]` with `with_pieces`.
 pub async fn tokenize(State(s): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let r: TokenizeRequest = core::parse_body(&body)?;
-    let tok = &s.model.tokenizer;
+    let tok = &s.state.model.tokenizer;
     let ids = tok
         .tokenize(&r.content, r.add_special, r.parse_special)
         .map_err(|e| ApiError::bad(format!("tokenizer: {e}")))?;
@@ -279,7 +279,7 @@ pub struct DetokenizeRequest {
 /// `POST /detokenize`: `{"content": text}`; ids outside the vocabulary are a 400.
 pub async fn detokenize(State(s): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let r: DetokenizeRequest = core::parse_body(&body)?;
-    let tok = &s.model.tokenizer;
+    let tok = &s.state.model.tokenizer;
     let vocab = tok.vocab_size();
     let ids: Vec<u32> = r
         .tokens

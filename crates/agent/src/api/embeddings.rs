@@ -166,12 +166,12 @@ pub fn base64_f32(v: &[f32]) -> String {
 
 async fn embeddings(State(s): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let reject = |e: ApiError| {
-        s.metrics.finish_request(RequestStatus::Rejected);
+        s.state.metrics.finish_request(RequestStatus::Rejected);
         e
     };
     let bad = |m: String| reject(ApiError::bad(m));
     let req: EmbeddingRequest = crate::api::core::parse_body(&body).map_err(reject)?;
-    let model = &s.model;
+    let model = &s.state.model;
     if let Some(m) = crate::api::openai::unknown_model(req.model.as_deref(), &model.id) {
         return Err(reject(ApiError::model_not_found(m, &model.id)));
     }

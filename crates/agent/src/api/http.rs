@@ -84,21 +84,21 @@ async fn metrics(State(s): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.metrics.encode(),
+        s.state.metrics.encode(),
     )
         .into_response()
 }
 
 async fn health(State(s): State<AppState>) -> Response {
-    let (ok, msg) = s.health();
+    let (ok, msg) = s.state.health();
     let body = json!({
         "status": if ok { "ok" } else { "unhealthy" },
         "message": msg,
-        "node_id": s.node_id,
+        "node_id": s.state.node_id,
         // People read this: the same spellings as the logs and the TUI.
-        "layers": s.local_range().map(|r| crate::node::view::fmt_layers(&r)),
-        "plan": s.view().plan.map(|p| crate::node::view::fmt_plan(p.version)),
-        "uptime_seconds": s.started.elapsed().as_secs(),
+        "layers": s.state.local_range().map(|r| crate::node::view::fmt_layers(&r)),
+        "plan": s.state.view().plan.map(|p| crate::node::view::fmt_plan(p.version)),
+        "uptime_seconds": s.state.started.elapsed().as_secs(),
     });
     let code = if ok {
         StatusCode::OK
@@ -112,7 +112,7 @@ async fn models(State(s): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
         data: vec![ModelCard {
-            id: s.model.id.clone(),
+            id: s.state.model.id.clone(),
             object: "model",
             created: 0,
             owned_by: "distributed-llm",
@@ -121,7 +121,7 @@ async fn models(State(s): State<AppState>) -> Json<ModelList> {
 }
 
 async fn cluster(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let view = s.view();
+    let view = s.state.view();
     let members: Vec<_> = view
         .members
         .iter()
@@ -147,6 +147,6 @@ async fn cluster(State(s): State<AppState>) -> Json<serde_json::Value> {
         })
     });
     Json(json!({
-        "node_id": s.node_id, "members": members, "plan": plan, "plan_error": view.plan_error,
+        "node_id": s.state.node_id, "members": members, "plan": plan, "plan_error": view.plan_error,
     }))
 }

@@ -22,19 +22,13 @@ use crate::node::state::AgentState;
 use crate::pipeline::router::Router;
 use crate::serving::Serving;
 
-/// What the API handlers share: the node's state, the serving layer and the pipeline
-/// router (for `PipelineService`).
+/// What the API handlers share: the node's state (`state.model`, `state.metrics`, the
+/// cluster view), the serving layer, the pipeline router (for `PipelineService`) and the
+/// Responses API's store. Handlers name the part they use (`s.state.model`).
 pub struct App {
     pub state: Arc<AgentState>,
     pub serving: Arc<Serving>,
     pub router: Arc<Router>,
     /// Responses kept for the Responses API's `previous_response_id`.
     pub responses: responses::Store,
-}
-
-impl std::ops::Deref for App {
-    type Target = AgentState;
-    fn deref(&self) -> &AgentState {
-        &self.state
-    }
 }

@@ -92,16 +92,16 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, OllamaError> 
 /// otherwise, as Ollama says it); the served name when none was given.
 fn model_name(s: &App, requested: &str) -> Result<String, OllamaError> {
     if requested.is_empty() {
-        return Ok(ollama_name(&s.model));
+        return Ok(ollama_name(&s.state.model));
     }
-    if matches(requested, &s.model) {
+    if matches(requested, &s.state.model) {
         return Ok(requested.to_string());
     }
     Err(OllamaError {
         status: StatusCode::NOT_FOUND,
         message: format!(
             "model \"{requested}\" not found, try pulling it first (this server serves \"{}\")",
-            ollama_name(&s.model)
+            ollama_name(&s.state.model)
         ),
     })
 }
@@ -151,7 +151,7 @@ fn loaded(kind: Kind, model: &str, unload: bool) -> Response {
 /// Counts a request refused before generation, as the OpenAI API does.
 fn rejected(s: &App, r: Result<Response, OllamaError>) -> Response {
     r.unwrap_or_else(|e| {
-        s.metrics.finish_request(RequestStatus::Rejected);
+        s.state.metrics.finish_request(RequestStatus::Rejected);
         e.into_response()
     })
 }
@@ -211,6 +211,7 @@ async fn generate(State(s): State<AppState>, body: Bytes) -> Response {
 /// The conversation through the model's chat template, tokenized.
 fn render(s: &App, msgs: &[engine::ChatMessage]) -> Result<Vec<u32>, OllamaError> {
     let text = s
+        .state
         .model
         .template
         .render(msgs, true)
@@ -219,7 +220,8 @@ fn render(s: &App, msgs: &[engine::ChatMessage]) -> Result<Vec<u32>, OllamaError
 }
 
 fn encode(s: &App, text: &str) -> Result<Vec<u32>, OllamaError> {
-    s.model
+    s.state
+        .model
         .tokenizer
         .encode(text)
         .map_err(|e| GenError::Internal(format!("tokenizer: {e}")).into())
@@ -239,7 +241,7 @@ async fn run(
     params.max_tokens = types::max_tokens(
         plan.predict,
         prompt_tokens.len(),
-        s.model.info.context_length,
+        s.state.model.info.context_length,
     );
     let events = core::start_choices(
         &s.serving,
@@ -313,7 +315,7 @@ async fn collect(
 }
 
 async fn model_facts(s: &App) -> Arc<model::Facts> {
-    let path = s.model.path.clone();
+    let path = s.state.model.path.clone();
     tokio::task::spawn_blocking(move || facts(&path))
         .await
         .unwrap_or_default()
@@ -321,7 +323,7 @@ async fn model_facts(s: &App) -> Arc<model::Facts> {
 
 async fn tags(State(s): State<AppState>) -> Json<Value> {
     let f = model_facts(&s).await;
-    Json(json!({"models": [model::entry(&s.model, &f)]}))
+    Json(json!({"models": [model::entry(&s.state.model, &f)]}))
 }
 
 /// Far in the future: the model is never unloaded.
@@ -329,10 +331,10 @@ const NEVER: &str = "2999-12-31T23:59:59Z";
 
 async fn ps(State(s): State<AppState>) -> Json<Value> {
     let f = model_facts(&s).await;
-    let mut e = model::entry(&s.model, &f);
+    let mut e = model::entry(&s.state.model, &f);
     e["expires_at"] = json!(NEVER);
     e["size_vram"] = json!(0);
-    e["context_length"] = json!(s.model.info.context_length);
+    e["context_length"] = json!(s.state.model.info.context_length);
     Json(json!({"models": [e]}))
 }
 
@@ -342,14 +344,14 @@ async fn show(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>, Oll
         .iter()
         .find_map(|k| req[k].as_str().filter(|n| !n.is_empty()))
         .ok_or_else(|| OllamaError::bad("'model' is required"))?;
-    if !matches(name, &s.model) {
+    if !matches(name, &s.state.model) {
         return Err(OllamaError {
             status: StatusCode::NOT_FOUND,
             message: format!("model '{name}' not found"),
         });
     }
     let f = model_facts(&s).await;
-    Ok(Json(model::show(&s.model, &f)))
+    Ok(Json(model::show(&s.state.model, &f)))
 }
 
 async fn version() -> Json<Value> {
