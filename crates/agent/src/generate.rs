@@ -1,5 +1,5 @@
 //! `agent generate`: the whole model in this process (optionally split in stages,
-//! with the f16 wire format between them), text streamed to stdout.
+//! with the f32 wire format between them), text streamed to stdout.
 
 use std::io::Write;
 
