@@ -12,11 +12,17 @@
 #   - the default model (SmolLM2-135M-Instruct Q4_1) requantized to Q4_K_M: at 576 wide,
 #     llama.cpp falls back to Q5_0 (and Q8_0) for most matrices (see docs/performance.md)
 #   - for every model file: <file>.reference.json (scripts/llama-reference.py generate:
-#     prompt tokens, 64 greedy tokens, top-5 logits per step, for 2 chat and 2 raw prompts)
+#     prompt tokens, 64 greedy tokens, top-5 logits per step, for 2 chat and 2 raw prompts),
+#     the default model itself included (SmolLM2-135M-Instruct.Q4_1.gguf.reference.json,
+#     crates/engine/tests/reference.rs; the model is fetched with `agent fetch-model` first)
 #   - tokenizer references tokenizer-<name>.json (scripts/llama-reference.py tokenize) for
 #     each vocabulary in the models, and for llama.cpp's real vocabularies (llama-bpe, qwen2,
 #     phi-3, llama-spm) on scripts/tokenizer-corpus.txt plus llama.cpp's own test inputs
-#   - manifest.json: every file with its family, tokenizer, type, sha256 and reference
+#   - manifest.json: every file with its family, tokenizer, type, sha256 and reference;
+#     "default_model": the default model's reference
+#
+# llama.cpp's and the quantizer's own output goes to fixtures.log in the fixture directory
+# (its tail is printed on failure); stderr gets one line per phase.
 #
 # Warm runs are instant: a stamp records a hash of the scripts, templates and corpus that
 # made the fixtures; when any of them changes the fixtures are regenerated.
@@ -25,6 +31,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+. hack/lib.sh # ensure_model
 CACHE=${DLLM_CACHE:-$HOME/.cache/distributed-llm}
 DIR=${FIXTURES_DIR:-$CACHE/fixtures}
 mkdir -p "$DIR"
@@ -66,11 +73,16 @@ echo "$HASH" >"$DIR/.inputs"
 log "ensuring the llama.cpp build and the venv (scripts/llama-cpp.sh ${LLAMA_CPP_BUILD:-lib}) ..."
 scripts/llama-cpp.sh "${LLAMA_CPP_BUILD:-lib}"
 eval "$(scripts/llama-cpp.sh env 2>/dev/null)"
+ensure_model "${BIN_DIR:-target/debug}" || {
+    log "could not fetch the default model (agent fetch-model)"
+    exit 1
+}
 t1=$(date +%s)
-log "llama.cpp ready in $((t1 - t0)) s; generating fixtures into $DIR ..."
+log "llama.cpp ready in $((t1 - t0)) s; generating fixtures into $DIR (about 5 min on 2 cores; log: $DIR/fixtures.log) ..."
 
 # All steps in one Python process (imports and the default model's vocabulary read once).
-FIXTURES_DIR=$DIR "$PY" - <<'EOF'
+# Its stderr (llama.cpp's and the quantizer's logs) goes to fixtures.log.
+FIXTURES_DIR=$DIR "$PY" - 2>"$DIR/fixtures.log" <<'EOF' || {
 import contextlib, hashlib, importlib.util, json, os, sys, time
 from pathlib import Path
 
@@ -114,11 +126,16 @@ def sha(p):
             h.update(b)
     return h.hexdigest()
 
-def with_reference(path, family, tokenizer, kind):
-    out = Path(str(path) + ".reference.json")
+def reference(path):
+    """<fixture dir>/<model file name>.reference.json, made once."""
+    out = D / f"{path.name}.reference.json"
     if not out.is_file():
         step(f"reference {path.name}", lambda: ref.write_json(
             ref.generate_reference(str(path), ref.DEFAULT_PROMPTS, 64, 5), str(out)))
+    return out
+
+def with_reference(path, family, tokenizer, kind):
+    out = reference(path)
     manifest["models"].append({"file": path.name, "family": family, "tokenizer": tokenizer, "type": kind,
                                "sha256": sha(path), "reference": out.name})
 
@@ -134,8 +151,10 @@ for arch, extra, quants in MODELS:
     key = tok if tok != "spm" else f"spm-{mg.spm_family(arch)}"
     tokenizer_models.setdefault(key, paths[0])
 
-# the default model, requantized: the K-quant fallbacks at 576 wide
+# the default model itself (crates/engine/tests/reference.rs; the file stays in the model cache)
 default = mg.default_model()
+manifest["default_model"] = {"file": default.name, "sha256": sha(default), "reference": reference(default).name}
+# the default model, requantized: the K-quant fallbacks at 576 wide
 for p in step("requant default model", lambda: mg.run(["--from", str(default), "--quant", "Q4_K_M", "--cache",
                                                        "--out", str(D / default.name.removesuffix(".gguf"))])):
     with_reference(p, "llama", "smollm", p.name.rsplit(".", 2)[-2])
@@ -161,7 +180,12 @@ ref.write_json(manifest, str(D / "manifest.json"))
 for k, v in timing.items():
     print(f"[fixtures.sh]   {v:6.1f} s  {k}", file=sys.stderr)
 EOF
+    log "generating the fixtures failed; the end of $DIR/fixtures.log:"
+    tail -40 "$DIR/fixtures.log" >&2
+    exit 1
+}
 
 echo "$HASH" >"$STAMP"
+grep -a '^\[fixtures.sh\]' "$DIR/fixtures.log" >&2 # the time of each model
 log "fixtures ready in $(($(date +%s) - t0)) s (llama.cpp $((t1 - t0)) s, fixtures $(($(date +%s) - t1)) s): $DIR"
 echo "$DIR"

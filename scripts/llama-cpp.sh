@@ -3,7 +3,7 @@
 #
 # Builds llama.cpp natively (-march=native, Release, shared libraries, RPC on, no curl) from
 # the source vendored in the llama-cpp-python 0.3.36 sdist (llama.cpp commit 0c1e570, the
-# one ../shared/fixtures/smollm2-reference.json was made with), and a Python venv whose
+# one scripts/fixtures.sh makes the default model's reference with), and a Python venv whose
 # `llama_cpp` package (the sdist's own, via PYTHONPATH) loads *our* libllama.so (via
 # LLAMA_CPP_LIB_PATH). Nothing comes from a model hub; only PyPI and Debian apt are used.
 #

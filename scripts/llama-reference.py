@@ -6,9 +6,9 @@ built natively by scripts/llama-cpp.sh), through the Python binding over our lib
       For each prompt (raw text, or chat messages rendered with the GGUF's own Jinja chat
       template): the prompt tokens, N greedy tokens (temperature 0, argmax of llama.cpp's
       logits) and per step the top-k (token, logit) pairs; the prompt is decoded in one
-      batch, then one token per step. Settings as ../shared/fixtures/smollm2-reference.json
-      (CPU, greedy, n_ctx 2048, n_batch 512, f16 KV cache, flash attention off, 1 thread);
-      they are recorded in the JSON.
+      batch, then one token per step. CPU, greedy, n_ctx 2048, n_batch 512, f16 KV cache,
+      flash attention off, 1 thread (recorded in the JSON). scripts/fixtures.sh makes one
+      for every fixture model and for the default model (crates/engine/tests/reference.rs).
   tokenize  FILE.gguf [--corpus scripts/tokenizer-corpus.txt ...] [--out T.json]
       For each corpus entry: tokens with parse_special on/off x add_special on/off, each
       token's piece (llama_token_to_piece, as hex bytes: pieces may split UTF-8), and the
