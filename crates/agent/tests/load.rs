@@ -164,17 +164,22 @@ async fn wave(ports: &[u16], tag: usize) -> (Vec<Duration>, usize) {
     (done, busy)
 }
 
-/// RSS of each agent in MiB, after letting the resource sample refresh.
-async fn rss(agents: &[&Agent]) -> Vec<f64> {
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let mut out = Vec::new();
-    for a in agents {
-        let b = gauge(a, "distributed_llm_process_resident_memory_bytes")
-            .await
-            .unwrap_or(0.0);
-        out.push(b / 1048576.0);
-    }
-    out
+/// RSS of each agent in MiB, now: read from /proc/<pid>/status (VmRSS), where the
+/// agent's own gauge is a sample taken every 2 s.
+fn rss(agents: &[&Agent]) -> Vec<f64> {
+    agents
+        .iter()
+        .map(|a| {
+            let pid = a.pid().expect("a running agent");
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let kib: f64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"));
+            kib / 1024.0
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -183,7 +188,7 @@ async fn thirty_two_concurrent_streams_complete_or_get_429() {
     let agents = cluster(&model, &["--max-requests", "4", "--max-queue", "4"]).await;
     let refs: Vec<&Agent> = agents.iter().collect();
     let ports: Vec<u16> = agents.iter().map(|a| a.ports.api).collect();
-    let rss0 = rss(&refs).await;
+    let rss0 = rss(&refs);
     let mut rss_after = Vec::new();
     for round in 0..2 {
         let t0 = Instant::now();
@@ -206,7 +211,7 @@ async fn thirty_two_concurrent_streams_complete_or_get_429() {
             let r = gauge(a, "distributed_llm_inference_active_requests").await;
             assert_eq!(r, Some(0.0), "{}", a.id);
         }
-        rss_after.push(rss(&refs).await);
+        rss_after.push(rss(&refs));
     }
     eprintln!(
         "RSS MiB per agent: start {rss0:.0?}, after wave 0 {:.0?}, after wave 1 {:.0?}",
@@ -231,7 +236,7 @@ async fn queue_waits_then_429_and_disconnects_free_every_stage() {
     let refs: Vec<&Agent> = agents.iter().collect();
     let port = agents[0].ports.api;
     // One runs, one waits, the third is refused.
-    let (mut running, head) = open_stream(port, "Tell me a long story about dragons.", 2000).await;
+    let (running, head) = open_stream(port, "Tell me a long story about dragons.", 2000).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let (waiting, head) = open_stream(port, "Tell me a long story about cats.", 2000).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -266,16 +271,19 @@ async fn queue_waits_then_429_and_disconnects_free_every_stage() {
             .and_then(|v| v.to_str().ok()),
         Some("1")
     );
-    // The running one holds a session on each of the three stages.
-    let mut buf = vec![0u8; 4096];
-    let _ = running.read(&mut buf).await;
-    let mut total = 0.0;
-    for a in &refs {
-        total += gauge(a, "distributed_llm_pipeline_sessions")
-            .await
-            .unwrap_or(0.0);
-    }
-    assert!(total >= 1.0, "sessions open while streaming: {total}");
+    // The running one holds a session on each of the three stages. The response head
+    // and the first chunk (the role) are sent before the prompt reaches the stages, and
+    // each stage's gauge is set after its worker has handled the open: wait for all three
+    // (the stream cannot end meanwhile: 2000 tokens, end-of-turn banned).
+    wait_for("a session open on every stage", LIMIT, || async {
+        for a in &refs {
+            if gauge(a, "distributed_llm_pipeline_sessions").await? < 1.0 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
     // Both clients go away: every stage frees its KV cache, the queue empties.
     drop(waiting);
     drop(running);
