@@ -4,6 +4,9 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::node::membership::{plan, LocalAdvert, Membership};
 use crate::node::state::AgentState;
@@ -48,6 +51,9 @@ pub fn initial_advert(state: &AgentState, memory_limit: Option<u64>) -> LocalAdv
     }
 }
 
+/// Wait before a failed load is tried again.
+const LOAD_RETRY: Duration = Duration::from_secs(1);
+
 /// A background load of a layer range.
 type LoadTask = tokio::task::JoinHandle<Result<engine::Stage, String>>;
 type Loaded = Result<Result<engine::Stage, String>, tokio::task::JoinError>;
@@ -63,7 +69,8 @@ async fn load_done(loading: &mut Option<(Range<usize>, LoadTask)>) -> (Range<usi
 }
 
 /// Keeps the view fresh, loads the planned range, and advertises what is held; runs
-/// again whenever the member list changes or a load ends, until gossip stops.
+/// again whenever the member list changes or a load ends (a failed load is tried again
+/// after [`LOAD_RETRY`]), until gossip stops.
 pub async fn placement_loop(
     state: Arc<AgentState>,
     membership: Arc<Membership>,
@@ -74,6 +81,8 @@ pub async fn placement_loop(
     let mut loading: Option<(Range<usize>, LoadTask)> = None;
     let mut last_plan = 0u64;
     let mut last_error: Option<String> = None;
+    // After a failed load: not before then.
+    let mut retry_at: Option<Instant> = None;
     loop {
         let members = updates.current();
         let (plan, plan_error) = match plan(&members, &state.model.info, &state.model.id) {
@@ -134,7 +143,7 @@ pub async fn placement_loop(
         match &planned {
             Some(want) if held.as_ref() != Some(want) => {
                 let busy_with_it = loading.as_ref().is_some_and(|(r, _)| r == want);
-                if !busy_with_it && loading.is_none() {
+                if !busy_with_it && loading.is_none() && retry_at.is_none() {
                     let path = state.model.path.clone();
                     let (s, e) = (want.start, want.end);
                     tracing::info!("loading layers {}", fmt_layers(want));
@@ -178,14 +187,25 @@ pub async fn placement_loop(
                 tracing::warn!("gossip stopped; placement no longer follows the cluster");
                 return;
             },
-            (range, loaded) = load_done(&mut loading) => match loaded {
-                Ok(Ok(stage)) => {
-                    tracing::info!("loaded layers {}", fmt_layers(&range));
-                    state.set_stage(Some(Arc::new(stage)));
+            (range, loaded) = load_done(&mut loading) => {
+                let failed = match loaded {
+                    Ok(Ok(stage)) => {
+                        tracing::info!("loaded layers {}", fmt_layers(&range));
+                        state.set_stage(Some(Arc::new(stage)));
+                        None
+                    }
+                    Ok(Err(e)) => Some(format!("failed: {e}")),
+                    Err(e) => Some(format!("panicked: {e}")),
+                };
+                if let Some(why) = failed {
+                    tracing::error!("loading layers {} {why}", fmt_layers(&range));
+                    retry_at = Some(Instant::now() + LOAD_RETRY);
                 }
-                Ok(Err(e)) => tracing::error!("loading layers {} failed: {e}", fmt_layers(&range)),
-                Err(e) => tracing::error!("loading layers {} panicked: {e}", fmt_layers(&range)),
-            },
+            }
+            // A failed load may be tried again.
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                retry_at = None;
+            }
         }
     }
 }
