@@ -157,10 +157,6 @@ async fn check(
         (json!({"input": long}), "context"),
         (json!({"input": "x", "dimensions": 3}), "dimensions"),
         (
-            json!({"input": "x", "model": "no-such-model"}),
-            "unknown model",
-        ),
-        (
             json!({"input": "x", "encoding_format": "int8"}),
             "encoding_format",
         ),
@@ -173,6 +169,10 @@ async fn check(
         assert!(msg.contains(says), "{body}: {msg}");
         assert_eq!(v["error"]["type"], "invalid_request_error");
     }
+    // An unknown model: OpenAI's 404 model_not_found.
+    let (status, v) = embed(a, json!({"input": "x", "model": "no-such-model"})).await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["error"]["code"], "model_not_found");
     assert_eq!(embed_ok(a, json!(TEXTS[0])).await[0], alone[0]);
     alone
 }

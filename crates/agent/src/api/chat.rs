@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
@@ -49,9 +48,9 @@ pub fn prepare(s: &App, req: &ChatCompletionRequest) -> Result<Prepared, ApiErro
 }
 
 /// The handler.
-pub async fn chat_completions(State(s): State<Arc<App>>, body: Bytes) -> Response {
+pub async fn chat_completions(State(s): State<Arc<App>>, body: core::RawBody) -> Response {
     let r = async {
-        let req: ChatCompletionRequest = core::parse_body(&body)?;
+        let req: ChatCompletionRequest = core::parse_body(body)?;
         let p = prepare(&s, &req)?;
         let v = &p.validated;
         let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());

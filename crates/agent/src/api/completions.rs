@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
@@ -20,9 +19,9 @@ use crate::metrics::RequestStatus;
 use crate::serving::GenEvent;
 
 /// The handler of `/v1/completions`.
-pub async fn completions(State(s): State<Arc<App>>, body: Bytes) -> Response {
+pub async fn completions(State(s): State<Arc<App>>, body: core::RawBody) -> Response {
     let r = async {
-        let req: CompletionRequest = core::parse_body(&body)?;
+        let req: CompletionRequest = core::parse_body(body)?;
         if let Some(m) = unknown_model(req.model.as_deref(), &s.state.model.id) {
             return Err(ApiError::model_not_found(m, &s.state.model.id));
         }
@@ -248,8 +247,11 @@ fn yes() -> bool {
 }
 
 /// `POST /tokenize`: `{"tokens": [ids]}`, or `[{"id", "piece"}]` with `with_pieces`.
-pub async fn tokenize(State(s): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let r: TokenizeRequest = core::parse_body(&body)?;
+pub async fn tokenize(
+    State(s): State<Arc<App>>,
+    body: core::RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let r: TokenizeRequest = core::parse_body(body)?;
     let tok = &s.state.model.tokenizer;
     let ids = tok
         .tokenize(&r.content, r.add_special, r.parse_special)
@@ -277,8 +279,11 @@ pub struct DetokenizeRequest {
 }
 
 /// `POST /detokenize`: `{"content": text}`; ids outside the vocabulary are a 400.
-pub async fn detokenize(State(s): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let r: DetokenizeRequest = core::parse_body(&body)?;
+pub async fn detokenize(
+    State(s): State<Arc<App>>,
+    body: core::RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let r: DetokenizeRequest = core::parse_body(body)?;
     let tok = &s.state.model.tokenizer;
     let vocab = tok.vocab_size();
     let ids: Vec<u32> = r

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use axum::Json;
@@ -164,13 +163,16 @@ pub fn base64_f32(v: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn embeddings(State(s): State<Arc<App>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn embeddings(
+    State(s): State<Arc<App>>,
+    body: crate::api::core::RawBody,
+) -> Result<Json<Value>, ApiError> {
     let reject = |e: ApiError| {
         s.state.metrics.finish_request(RequestStatus::Rejected);
         e
     };
     let bad = |m: String| reject(ApiError::bad(m));
-    let req: EmbeddingRequest = crate::api::core::parse_body(&body).map_err(reject)?;
+    let req: EmbeddingRequest = crate::api::core::parse_body(body).map_err(reject)?;
     let model = &s.state.model;
     if let Some(m) = crate::api::openai::unknown_model(req.model.as_deref(), &model.id) {
         return Err(reject(ApiError::model_not_found(m, &model.id)));

@@ -2,6 +2,8 @@
 //! bodies parsed with every error a 400 naming the field (as OpenAI answers, never
 //! axum's 422), and server-sent events.
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{header, StatusCode};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
@@ -98,10 +100,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A request body as read by axum: the bytes, or why they could not be read (too large).
+pub type RawBody = Result<Bytes, BytesRejection>;
+
 /// A JSON request body as `T`, whatever its content type (`curl -d` sends a form type).
-/// Every failure is a 400 whose message names the field at fault (`messages[0].role:
-/// invalid type: integer ...`), as OpenAI answers malformed bodies.
-pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// A body too large is a 413; every other failure a 400 whose message names the field at
+/// fault (`'messages[0].role': invalid type: integer ...`), as OpenAI answers malformed
+/// bodies.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: RawBody) -> Result<T, ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    parse_json(&body)
+}
+
+/// [`parse_body`] of bytes already read.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad(
             "the request body is empty: send a JSON object",
@@ -161,7 +173,7 @@ mod tests {
             (r#"{"messages": [{"role": 5}]}"#, "messages[0].role"),
             (r#"{"messages": [{}]}"#, "messages[0]"),
         ] {
-            let e = parse_body::<Body>(body.as_bytes()).unwrap_err();
+            let e = parse_json::<Body>(body.as_bytes()).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
             assert!(
                 e.message.contains(&format!("'{field}'")),
@@ -169,10 +181,10 @@ mod tests {
                 e.message
             );
         }
-        let e = parse_body::<Body>(b"{}").unwrap_err();
+        let e = parse_json::<Body>(b"{}").unwrap_err();
         assert!(e.message.contains("messages"), "{}", e.message);
-        assert_eq!(parse_body::<Body>(b" ").unwrap_err().status, 400);
-        assert_eq!(parse_body::<Body>(b"{").unwrap_err().status, 400);
+        assert_eq!(parse_json::<Body>(b" ").unwrap_err().status, 400);
+        assert_eq!(parse_json::<Body>(b"{").unwrap_err().status, 400);
     }
 
     #[test]

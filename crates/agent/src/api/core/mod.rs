@@ -16,7 +16,9 @@ pub mod route;
 pub mod setup;
 
 pub use choice::{ChoiceState, Ending, Sampled};
-pub use error::{error_event, parse_body, sse_response, ApiError, RETRY_AFTER_SECS};
+pub use error::{
+    error_event, parse_body, parse_json, sse_response, ApiError, RawBody, RETRY_AFTER_SECS,
+};
 pub use fold::{collect, Fold, Step, Whole};
 pub use route::ApiRoute;
 pub use setup::{check_constraint, start_choices, token_logprob, tool_constraint};

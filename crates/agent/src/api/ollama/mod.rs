@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -81,11 +81,15 @@ impl IntoResponse for OllamaError {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, OllamaError> {
+fn parse<T: serde::de::DeserializeOwned>(body: core::RawBody) -> Result<T, OllamaError> {
+    let body = body.map_err(|r| OllamaError {
+        status: r.status(),
+        message: r.body_text(),
+    })?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(OllamaError::bad("missing request body"));
     }
-    serde_json::from_slice(body).map_err(|e| OllamaError::bad(format!("invalid request: {e}")))
+    serde_json::from_slice(&body).map_err(|e| OllamaError::bad(format!("invalid request: {e}")))
 }
 
 /// The name to answer with: the requested one when it means the served model (404
@@ -156,10 +160,10 @@ fn rejected(s: &App, r: Result<Response, OllamaError>) -> Response {
     })
 }
 
-async fn chat(State(s): State<AppState>, body: Bytes) -> Response {
+async fn chat(State(s): State<AppState>, body: core::RawBody) -> Response {
     let t0 = Instant::now();
     let r = async {
-        let req: ChatRequest = parse(&body)?;
+        let req: ChatRequest = parse(body)?;
         let model = model_name(&s, &req.common.model)?;
         let messages = req.messages().map_err(OllamaError::bad)?;
         let plan = req.common.plan().map_err(OllamaError::bad)?;
@@ -172,10 +176,10 @@ async fn chat(State(s): State<AppState>, body: Bytes) -> Response {
     rejected(&s, r.await)
 }
 
-async fn generate(State(s): State<AppState>, body: Bytes) -> Response {
+async fn generate(State(s): State<AppState>, body: core::RawBody) -> Response {
     let t0 = Instant::now();
     let r = async {
-        let req: GenerateRequest = parse(&body)?;
+        let req: GenerateRequest = parse(body)?;
         let model = model_name(&s, &req.common.model)?;
         req.check().map_err(OllamaError::bad)?;
         let plan = req.common.plan().map_err(OllamaError::bad)?;
@@ -338,8 +342,8 @@ async fn ps(State(s): State<AppState>) -> Json<Value> {
     Json(json!({"models": [e]}))
 }
 
-async fn show(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>, OllamaError> {
-    let req: Value = parse(&body)?;
+async fn show(State(s): State<AppState>, body: core::RawBody) -> Result<Json<Value>, OllamaError> {
+    let req: Value = parse(body)?;
     let name = ["model", "name"]
         .iter()
         .find_map(|k| req[k].as_str().filter(|n| !n.is_empty()))
@@ -361,6 +365,7 @@ async fn version() -> Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Bytes;
 
     fn finished() -> Finished {
         Finished {
@@ -410,11 +415,15 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, "no plan")
         );
         assert_eq!(
-            parse::<Value>(b" ").unwrap_err().message,
+            parse::<Value>(Ok(Bytes::from_static(b" ")))
+                .unwrap_err()
+                .message,
             "missing request body"
         );
         assert_eq!(
-            parse::<Value>(b"{").unwrap_err().status,
+            parse::<Value>(Ok(Bytes::from_static(b"{")))
+                .unwrap_err()
+                .status,
             StatusCode::BAD_REQUEST
         );
     }

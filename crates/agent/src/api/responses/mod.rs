@@ -8,7 +8,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -84,9 +83,9 @@ impl Store {
 }
 
 /// The handler of `POST /v1/responses`.
-async fn create(State(s): State<Arc<App>>, body: Bytes) -> Response {
+async fn create(State(s): State<Arc<App>>, body: core::RawBody) -> Response {
     let r = async {
-        let req: ResponsesRequest = core::parse_body(&body)?;
+        let req: ResponsesRequest = core::parse_body(body)?;
         let history = match req.previous_response_id.as_deref() {
             None => Vec::new(),
             Some(id) => {
