@@ -125,6 +125,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         state: state.clone(),
         serving,
         router: pipeline.router.clone(),
+        responses: Default::default(),
     });
     let advert = initial_advert(&state, args.memory_limit);
     let membership = Arc::new(
@@ -148,7 +149,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .context("starting gossip (--gossip-port)")?,
     );
     let metrics_app = crate::api::http::metrics_router(app.clone());
-    let (app, health) = crate::api::server::router(app)?;
+    let (app, health) = crate::api::server::router(app, args.security.cors()?)?;
     tokio::spawn(resource_loop(state.clone()));
     tokio::spawn(placement_loop(state.clone(), membership, health, advert));
     tokio::spawn(async move {
