@@ -207,11 +207,7 @@ async fn api_key_guards_every_route_and_grpc_method() {
 async fn api_key_guards_every_route_over_tls() {
     let model = model();
     let dir = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let (cert, key, pem) = self_signed(dir.path());
     let a = Agent::start_with(
         "auth-walk-tls",
         Ports::new(),
@@ -227,7 +223,7 @@ async fn api_key_guards_every_route_over_tls() {
         ],
     );
     let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();

@@ -15,11 +15,7 @@ const LIMIT: Duration = Duration::from_secs(90);
 async fn two_agents_with_tls_secret_and_key_serve_https() {
     let model = model();
     let dir = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let (cert, key, pem) = self_signed(dir.path());
     let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let flags = [
         "--cluster-secret",
@@ -36,7 +32,7 @@ async fn two_agents_with_tls_secret_and_key_serve_https() {
     let b = Agent::start_with("tls-b", Ports::new(), &[pa.gossip], &model, &flags);
 
     let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();

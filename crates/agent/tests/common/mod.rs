@@ -221,3 +221,14 @@ pub fn reference_split(
         .unwrap();
     g.text
 }
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files into
+/// `dir`: (certificate path, key path, certificate PEM).
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    (cert, key, ck.cert.pem())
+}

@@ -72,6 +72,20 @@ impl Store {
         }
     }
 
+    /// Keeps a finished response when its request asked to (`store`, default true).
+    fn keep(&self, echo: &Echo, body: &Value, conversation: Vec<Message>) {
+        if echo.store {
+            let body = body.clone();
+            self.put(
+                echo.id.clone(),
+                Stored {
+                    body,
+                    messages: conversation,
+                },
+            );
+        }
+    }
+
     fn remove(&self, id: &str) -> bool {
         let Ok(mut g) = self.inner.lock() else {
             return false;
@@ -155,15 +169,7 @@ async fn create(State(s): State<Arc<App>>, body: core::RawBody) -> Response {
                 ));
             }
             let (body, conversation) = finish(&echo, w, &u, output, conversation);
-            if echo.store {
-                s.responses.put(
-                    echo.id.clone(),
-                    Stored {
-                        body: body.clone(),
-                        messages: conversation,
-                    },
-                );
-            }
+            s.responses.keep(&echo, &body, conversation);
             Ok::<_, ApiError>(Json(body).into_response())
         }
     };

@@ -9,7 +9,6 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::body::{call_item, finish, message_item, new_id, Echo};
-use super::Stored;
 use crate::api::core::{sse_response, ApiError, Fold, Step, Whole};
 use crate::api::openai::Message;
 use crate::api::App;
@@ -174,15 +173,7 @@ pub(super) fn stream(
                 finished: ending.finished,
             };
             let (body, conversation) = finish(&echo, &w, &fold.usage(), output, conversation);
-            if echo.store {
-                s.responses.put(
-                    echo.id.clone(),
-                    Stored {
-                        body: body.clone(),
-                        messages: conversation,
-                    },
-                );
-            }
+            s.responses.keep(&echo, &body, conversation);
             let kind = if w.reason == "length" {
                 "response.incomplete"
             } else {
