@@ -5,7 +5,8 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogLevel;
 
 /// Install the global subscriber (logs go to stderr). `RUST_LOG` refines the level
-/// when set; noisy dependencies are held at `warn`.
+/// when set; noisy dependencies are held at `warn`. Colours only on a terminal: log files,
+/// `docker logs` and test logs get plain text.
 pub fn init(level: LogLevel) {
     let base = level.directive();
     let filter = std::env::var("RUST_LOG")
@@ -19,6 +20,7 @@ pub fn init(level: LogLevel) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(true)
         .try_init();
 }
