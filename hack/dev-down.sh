@@ -3,9 +3,12 @@
 # networks, quietly and only what exists (compose names every network of the files it
 # is given, so the prod override's networks are passed only when they exist).
 #   hack/dev-down.sh            containers and networks (make dev-stop)
-#   hack/dev-down.sh --clean    also the project's volumes, the agent image and
-#                               target/compose (make dev-clean); IMAGES=1 also removes the
-#                               local base and Prometheus images (slow to rebuild: kept)
+#   hack/dev-down.sh --clean    also the project's volumes, its agent image (AGENT_IMAGE of
+#                               its images.env) and target/compose (make dev-clean); IMAGES=1
+#                               also removes the local base and Prometheus images (slow to
+#                               rebuild: kept)
+# Only the project COMPOSE_PROJECT_NAME (distributed-llm) is touched: the e2e tests' own
+# stack (project dllm-e2e) and the dev stack never remove each other's parts.
 set -euo pipefail
 LOG_TAG=dev-down
 . "$(dirname "$0")/lib.sh"
@@ -18,15 +21,16 @@ need docker "install Docker: https://docs.docker.com/engine/install/"
 project=(--filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")
 containers=$(docker ps -aq "${project[@]}")
 networks=()
-for n in distributed-llm_llm-network distributed-llm_monitoring distributed-llm_edge; do
+net=${COMPOSE_PROJECT_NAME}_llm-network
+for n in "$net" "${COMPOSE_PROJECT_NAME}_monitoring" "${COMPOSE_PROJECT_NAME}_edge"; do
     docker network inspect "$n" >/dev/null 2>&1 && networks+=("$n")
 done
 
 if [[ -n "$containers" || ${#networks[@]} -gt 0 ]]; then
     extra=""
-    [[ " ${networks[*]} " == *" distributed-llm_monitoring "* || " ${networks[*]} " == *" distributed-llm_edge "* ]] \
+    [[ " ${networks[*]} " == *" ${COMPOSE_PROJECT_NAME}_monitoring "* || " ${networks[*]} " == *" ${COMPOSE_PROJECT_NAME}_edge "* ]] \
         && extra=docker-compose.prod.yml
-    if [[ " ${networks[*]} " == *" distributed-llm_llm-network "* ]]; then
+    if [[ " ${networks[*]} " == *" $net "* ]]; then
         log "stopping $(wc -w <<<"$containers") container(s) and removing ${networks[*]}"
         # compose's own progress lines go to stderr; keep only real errors visible.
         out=$(COMPOSE_EXTRA_FILES="$extra" dc --profile gpu --profile grafana down --remove-orphans 2>&1) \
@@ -52,7 +56,8 @@ if ((${#volumes[@]})); then
     log "removing volume(s) ${volumes[*]}"
     docker volume rm "${volumes[@]}" >/dev/null
 fi
-images=(distributed-llm/agent:latest)
+agent_image=$([[ -f $GEN_DIR/images.env ]] && . "$GEN_DIR/images.env"; echo "${AGENT_IMAGE:-distributed-llm/agent:latest}")
+images=("$agent_image")
 [[ "${IMAGES:-0}" == 1 ]] && images+=("$LOCAL_BASE_IMAGE" "$LOCAL_PROMETHEUS_IMAGE")
 for i in "${images[@]}"; do
     if image_exists "$i"; then
@@ -60,7 +65,8 @@ for i in "${images[@]}"; do
         docker image rm "$i" >/dev/null
     fi
 done
-rm -rf target/compose target/image
+rm -rf "$GEN_DIR"
+[[ $COMPOSE_PROJECT_NAME == distributed-llm ]] && rm -rf target/image # (the staged binaries: shared)
 kept=()
 for i in "$LOCAL_BASE_IMAGE" "$LOCAL_PROMETHEUS_IMAGE"; do
     image_exists "$i" && kept+=("$i ($(image_mb "$i") MB)")

@@ -40,12 +40,12 @@ all_healthy() {
     local s
     for s in "${services[@]}"; do
         [[ "$s" == agent-* ]] || continue
-        [[ "$(health "distributed-llm-$s")" == healthy ]] || return 1
+        [[ "$(health "$(container "$s")")" == healthy ]] || return 1
     done
 }
 step "waiting for the agents to become healthy" "usually 10-30 s, at most ${HEALTH_TIMEOUT:-300} s"
 if ! wait_for "${HEALTH_TIMEOUT:-300}" "healthy agents" all_healthy; then
-    for s in "${services[@]}"; do echo "  distributed-llm-$s: $(health "distributed-llm-$s")" >&2; done
+    for s in "${services[@]}"; do echo "  $(container "$s"): $(health "$(container "$s")")" >&2; done
     die "agents did not become healthy: see 'make dev-logs'"
 fi
 answering=$(answering_services "${AGENT_COUNT:-3}" "$GRAFANA_AVAILABLE")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Writes target/compose/docker-compose.agents.yml with agent-4 .. agent-$AGENT_COUNT
 # (AGENT_COUNT > 3), or removes it. Extra agent N: 172.20.0.(6+N), host ports
-# 8080+N-1 (API), 7946+N-1 (gossip), 9100+N (metrics; 9093 belongs to Prometheus).
+# 8080+N-1 (API), 7946+N-1 (gossip), 9100+N (metrics; 9093 belongs to Prometheus);
+# another project than the dev stack gets its own names, network and ports (hack/lib.sh).
 set -euo pipefail
 LOG_TAG=agents
 . "$(dirname "$0")/lib.sh"
@@ -21,12 +22,12 @@ fi
         cat <<YAML
   agent-$i:
     image: \${AGENT_IMAGE:-distributed-llm/agent:latest}
-    container_name: distributed-llm-agent-$i
+    container_name: $(container "agent-$i")
     hostname: agent-$i
     restart: unless-stopped
     environment:
       NODE_ID: agent-$i
-      ADVERTISE_ADDR: 172.20.0.$((6 + i))
+      ADVERTISE_ADDR: ${DLLM_NET_PREFIX:-172.20}.0.$((6 + i))
       BIND_PORT: "8080"
       GOSSIP_PORT: "7946"
       METRICS_PORT: "9090"
@@ -37,7 +38,7 @@ fi
       API_KEY: \${API_KEY:-}
     volumes:
       - \${MODEL_DIR:-~/.cache/distributed-llm/models}:/models:ro
-    ports: ["$((8079 + i)):8080", "$((7945 + i)):7946/udp", "$((9100 + i)):9090"]
+    ports: ["$(host_port $((8079 + i))):8080", "$(host_port $((7945 + i))):7946/udp", "$(host_port $((9100 + i))):9090"]
     mem_limit: \${AGENT_MEM_LIMIT:-4g}
     healthcheck:
       test: ["CMD", "/usr/local/bin/agent", "healthcheck", "--url", "http://127.0.0.1:8080/health", "--timeout", "3"]
@@ -47,7 +48,7 @@ fi
       start_period: 30s
     networks:
       llm-network:
-        ipv4_address: 172.20.0.$((6 + i))
+        ipv4_address: ${DLLM_NET_PREFIX:-172.20}.0.$((6 + i))
 YAML
     done
 } >"$out"

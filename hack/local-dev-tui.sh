@@ -43,7 +43,10 @@ grep -q '^agent-' <<<"$answering" || die "no agent answers: make dev-status; mak
 log "ready: $(services_line "$answering")"
 [[ "${NO_TUI:-0}" == 1 ]] && exit 0
 log "starting the TUI (quit with q; the containers keep running: make dev-stop)"
+# Docker discovery of this project's agents only (the e2e test runs its own stack beside
+# the dev stack): its containers, and its API ports on localhost (8080-8083 for the dev stack).
+export TUI_DOCKER_PORTS="$(host_port 8080)-$(host_port 8083)"
 if [[ -x "$BIN_DIR/tui" ]]; then
-    exec "$BIN_DIR/tui" --docker --log-level="${LOG_LEVEL:-info}"
+    exec "$BIN_DIR/tui" --docker --docker-project="$COMPOSE_PROJECT_NAME" --log-level="${LOG_LEVEL:-info}"
 fi
 exec make --no-print-directory run-tui-docker

@@ -2,15 +2,19 @@
 # End-to-end test of the Docker Compose environment (no registry needed):
 #  1. builds the local base image (debootstrap), the agent image from target/debug and a
 #     Prometheus image from Debian's package;
-#  2. brings up agent-1..3 + prometheus (project distributed-llm, no Grafana);
-#  3. checks health, `curl localhost:8080/health`, the layer split, a chat completion
-#     entered at agent-2 that runs on all three agents, Prometheus targets at :9093;
-#  4. `docker restart distributed-llm-agent-2` and checks the cluster recovers;
-#  5. `make dev-stop` and `make dev-clean` leave nothing behind and print no "not found";
-#     the agent image (stripped binaries) is under 120 MB and no Grafana volume is made
-#     for a stack without Grafana.
+#  2. brings up agent-1..3 + prometheus as a stack of its own beside the dev stack, which
+#     may be running (project dllm-e2e: containers dllm-e2e-agent-1.., its own network
+#     and volumes, host ports 28080-28082, 29090-29093; hack/lib.sh use_test_stack), no Grafana;
+#  3. checks health, `curl localhost:28080/health`, the layer split, a chat completion
+#     entered at agent-2 that runs on all three agents, Prometheus targets at :29093;
+#  4. `docker restart dllm-e2e-agent-2` and checks the cluster recovers;
+#  5. `make dev-stop` and `make dev-clean` (for that project) leave nothing behind and
+#     print no "not found"; the agent image (stripped binaries) is under 120 MB and no
+#     Grafana volume is made for a stack without Grafana; the other containers (the dev
+#     stack's), the volumes and the images are as before (the base and Prometheus images
+#     aside: kept as caches once built).
 # Last line: "N passed, M failed"; exit status non-zero on failure; cleans up on any exit.
-# Env: HEALTH_TIMEOUT (300 s), E2E_FORCE=1 replaces a running distributed-llm stack.
+# Env: HEALTH_TIMEOUT (300 s).
 set -uo pipefail
 LOG_TAG=e2e-compose
 . "$(dirname "$0")/../hack/lib.sh"
@@ -22,23 +26,19 @@ export PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-$LOCAL_PROMETHEUS_IMAGE}
 export NO_GRAFANA=1 AGENT_COUNT=3 LOG_LEVEL=${LOG_LEVEL:-info}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-300}
 AGENTS=(agent-1 agent-2 agent-3)
-API=(http://localhost:8080 http://localhost:8081 http://localhost:8082)
-MET=(http://localhost:9090/metrics http://localhost:9091/metrics http://localhost:9092/metrics)
 STARTED=0
 
-project_containers() { docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"; }
 cleanup() {
-    if ((STARTED)) && [[ -n "$(project_containers)" ]]; then
-        dc --profile gpu down --volumes --remove-orphans >/dev/null 2>&1
-    fi
+    # Whatever happened: remove this project's containers, network, volumes and image.
+    ((STARTED)) && bash hack/dev-down.sh --clean >/dev/null 2>&1
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 dump_logs() {
     ((T_FAIL > 0)) && ((STARTED)) || return 0
     for a in "${AGENTS[@]}" prometheus; do
-        echo "---- docker logs distributed-llm-$a (tail)"
-        docker logs --tail 25 "distributed-llm-$a" 2>&1
+        echo "---- docker logs $(container "$a") (tail)"
+        docker logs --tail 25 "$(container "$a")" 2>&1
     done
 }
 finish() {
@@ -58,31 +58,38 @@ apt_need curl curl
 apt_need make make
 ensure_binaries "$BIN_DIR" || abort "cargo build --bins failed"
 ensure_model || abort "could not fetch the default model"
-if [[ -n "$(project_containers)" ]]; then
-    [[ "${E2E_FORCE:-0}" == 1 ]] || abort "a $COMPOSE_PROJECT_NAME stack is already running (make dev-stop, or E2E_FORCE=1)"
-    dc --profile gpu down --remove-orphans >/dev/null 2>&1
-fi
-for p in 8080 8081 8082 9090 9091 9092 9093; do
-    port_free "$p" || abort "port $p is in use by another program: the stack needs the guide's ports"
+use_test_stack
+API=() MET=() PORTS=()
+for i in 0 1 2; do
+    API+=("http://localhost:$(host_port $((8080 + i)))")
+    MET+=("http://localhost:$(host_port $((9090 + i)))/metrics")
+    PORTS+=("$(host_port $((8080 + i)))" "$(host_port $((9090 + i)))")
 done
+PORTS+=("$(host_port 9093)")
+PROM=http://localhost:$(host_port 9093)
+for p in "${PORTS[@]}"; do
+    port_free "$p" || abort "port $p is in use by another program (set E2E_PORT_OFFSET)"
+done
+before=$(docker_state)
+log "test stack $COMPOSE_PROJECT_NAME: network $DLLM_NET_PREFIX.0.0/16, ports ${PORTS[*]}"
 
 # ---- images and stack ----
-t_check "images built (base $BASE_IMAGE, agent from $BIN_DIR, $PROMETHEUS_IMAGE)" hack/images.sh
+STARTED=1
+t_check "images built (base $BASE_IMAGE, agent $AGENT_IMAGE from $BIN_DIR, $PROMETHEUS_IMAGE)" hack/images.sh
 agent_image_small() {
     local mb
-    mb=$(image_mb distributed-llm/agent:latest)
-    echo "distributed-llm/agent:latest is $mb MB"
+    mb=$(image_mb "$AGENT_IMAGE")
+    echo "$AGENT_IMAGE is $mb MB"
     ((mb > 0 && mb < 120))
 }
 t_check "agent image under 120 MB (stripped binaries)" agent_image_small
-STARTED=1
-t_check "docker compose up agent-1 agent-2 agent-3 prometheus" dc up -d --no-build "${AGENTS[@]}" prometheus
+t_check "docker compose up agent-1 agent-2 agent-3 prometheus (project $COMPOSE_PROJECT_NAME)" dc up -d --no-build "${AGENTS[@]}" prometheus
 
 health() { docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$1" 2>/dev/null; }
-agents_healthy() { local a; for a in "${AGENTS[@]}"; do [[ "$(health "distributed-llm-$a")" == healthy ]] || return 1; done; }
+agents_healthy() { local a; for a in "${AGENTS[@]}"; do [[ "$(health "$(container "$a")")" == healthy ]] || return 1; done; }
 wait_for "$HEALTH_TIMEOUT" "healthy agents" agents_healthy && t_ok "3 agent containers healthy" \
-    || abort "agents not healthy: $(for a in "${AGENTS[@]}"; do printf '%s=%s ' "$a" "$(health "distributed-llm-$a")"; done)"
-t_check "curl localhost:8080/health" curl -fsS -m 5 http://localhost:8080/health
+    || abort "agents not healthy: $(for a in "${AGENTS[@]}"; do printf '%s=%s ' "$a" "$(health "$(container "$a")")"; done)"
+t_check "curl ${API[0]}/health" curl -fsS -m 5 "${API[0]}/health"
 
 # Each agent holds a non-empty layer range and together they cover the model.
 layers_ok() {
@@ -120,7 +127,7 @@ retry_chat() { # the plan may still be converging: retry (bounded) before judgin
     done
     echo "$out"
 }
-t_check "chat completion via agent-2 (localhost:8081) spans all three agents" retry_chat "${API[1]}"
+t_check "chat completion via agent-2 (${API[1]}) spans all three agents" retry_chat "${API[1]}"
 
 # The pipelined greedy answer equals a single-process generation of the same prompt, split
 # at the same layers (three equal agents get 10/10/10, as `--stages 3` does), so that the f16
@@ -128,7 +135,7 @@ t_check "chat completion via agent-2 (localhost:8081) spans all three agents" re
 same_as_local() {
     local prompt="Name the largest planet of the solar system." cluster single
     cluster=$(chat "${API[1]}" "$prompt" 12 | jq -r '.choices[0].message.content') || return 1
-    single=$(docker exec distributed-llm-agent-1 agent generate --prompt "$prompt" --max-tokens 12 --temperature 0 --stages 3 2>/dev/null) || return 1
+    single=$(docker exec "$(container agent-1)" agent generate --prompt "$prompt" --max-tokens 12 --temperature 0 --stages 3 2>/dev/null) || return 1
     [[ "$cluster" == "$(sed -e 's/[[:space:]]*$//' <<<"$single")" ]] || { echo "cluster: '$cluster' / single process: '$single'"; return 1; }
     echo "both: '$cluster'"
 }
@@ -137,17 +144,17 @@ t_check "greedy answer through 3 agents equals single-process generation" same_a
 # Prometheus scrapes every agent.
 targets_up() {
     local t
-    t=$(curl -fsS -m 5 http://localhost:9093/api/v1/targets) || return 1
+    t=$(curl -fsS -m 5 "$PROM/api/v1/targets") || return 1
     jq -e '[.data.activeTargets[] | select(.labels.job == "distributed-llm-agents")] | length == 3' >/dev/null <<<"$t" &&
         jq -e '[.data.activeTargets[] | .health] | all(. == "up")' >/dev/null <<<"$t"
 }
 wait_for 90 "Prometheus targets up" targets_up
-t_check "Prometheus localhost:9093/api/v1/targets: all up" targets_up
+t_check "Prometheus $PROM/api/v1/targets: all up" targets_up
 t_check "Prometheus has agent metrics" bash -c \
-    "curl -fsS -m 5 'http://localhost:9093/api/v1/query?query=count(distributed_llm_node_info)' | jq -e '.data.result[0].value[1] == \"3\"'"
+    "curl -fsS -m 5 '$PROM/api/v1/query?query=count(distributed_llm_node_info)' | jq -e '.data.result[0].value[1] == \"3\"'"
 
 # Restart agent-2: the cluster recovers and serves again, through agent-2 and agent-1.
-t_check "docker restart distributed-llm-agent-2" docker restart -t 10 distributed-llm-agent-2
+t_check "docker restart $(container agent-2)" docker restart -t 10 "$(container agent-2)"
 wait_for "$HEALTH_TIMEOUT" "agents healthy after restart" agents_healthy && t_ok "agents healthy after the restart" \
     || t_fail "agents not healthy after the restart"
 wait_for 120 "layer plan after restart" layers_ok
@@ -161,14 +168,21 @@ t_check "Prometheus targets all up after the restart" targets_up
 dump_logs
 STARTED_LOGS_DUMPED=1
 t_check "no grafana-data volume for a stack without Grafana" \
-    bash -c '! docker volume inspect distributed-llm_grafana-data >/dev/null 2>&1'
+    bash -c "! docker volume inspect ${COMPOSE_PROJECT_NAME}_grafana-data >/dev/null 2>&1"
 t_check "make dev-stop, without 'not found' lines" bash -c 'out=$(make -s dev-stop 2>&1) || { echo "$out"; exit 1; }; echo "$out"; ! grep -qi "not found" <<<"$out"'
 
 t_check "no container of the project left after dev-stop" bash -c "[[ -z \"\$(docker ps -aq --filter label=com.docker.compose.project=$COMPOSE_PROJECT_NAME)\" ]]"
-t_check "network distributed-llm_llm-network removed" bash -c '! docker network inspect distributed-llm_llm-network >/dev/null 2>&1'
+t_check "network ${COMPOSE_PROJECT_NAME}_llm-network removed" bash -c "! docker network inspect ${COMPOSE_PROJECT_NAME}_llm-network >/dev/null 2>&1"
 t_check "make dev-clean, without 'not found' lines" bash -c 'out=$(make -s dev-clean 2>&1) || { echo "$out"; exit 1; }; echo "$out"; ! grep -qi "not found" <<<"$out"'
 
 t_check "no volume of the project left after dev-clean" bash -c "[[ -z \"\$(docker volume ls -q --filter label=com.docker.compose.project=$COMPOSE_PROJECT_NAME)\" ]]"
-t_check "nothing listening on 8080-8082, 9090-9093" bash -c '. hack/lib.sh; for p in 8080 8081 8082 9090 9091 9092 9093; do port_free $p || exit 1; done'
+t_check "nothing listening on ${PORTS[*]}" bash -c ". hack/lib.sh; for p in ${PORTS[*]}; do port_free \$p || exit 1; done"
+same_state() {
+    local after
+    after=$(docker_state)
+    [[ $after == "$before" ]] || { diff <(echo "$before") <(echo "$after"); return 1; }
+    echo "$before"
+}
+t_check "other containers (the dev stack's), volumes and images as before" same_state
 STARTED=0
 finish

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end test of the README's first command, `./hack/local-dev-tui.sh`, in tmux
-# (160×48), up to the TUI and through it:
+# (160×48), up to the TUI and through it, as a stack of its own beside the dev stack,
+# which may be running (project dllm-e2e, its own network, volumes and host ports
+# 28080-28082, 29090-29093: hack/lib.sh use_test_stack):
 #  1. the script runs (debug binaries: BIN_DIR=target/debug) and opens the TUI, which
-#     finds the three Docker agents;
+#     finds the three Docker agents of its project (and no other);
 #  2. its last line before the TUI ("ready: ...") names only services that answer:
 #     every URL in it answers, and Grafana is named only when its container runs;
 #     no grafana-data volume exists without Grafana; every long step was announced and
@@ -11,9 +13,10 @@
 #  4. a chat completion entered at agent-2: every stage shows a STEP/S figure while it
 #     runs, and TOK/S / STEP/S fall back to "-" when idle; the Cluster view lists the
 #     links a token travels, each with a measured latency;
-#  5. q quits; `make dev-stop` prints no "not found" line; `make dev-clean` cleans.
+#  5. q quits; `make dev-stop` prints no "not found" line; `make dev-clean` cleans; the
+#     other containers (the dev stack's), the volumes and the images are as before.
 # Last line: "N passed, M failed"; exit status non-zero on failure; cleans up on any exit.
-# Env: E2E_FORCE=1 replaces a running distributed-llm stack, KEEP=1 keeps the stack.
+# Env: KEEP=1 keeps the stack.
 set -uo pipefail
 LOG_TAG=e2e-local-dev
 . "$(dirname "$0")/../hack/lib.sh"
@@ -27,7 +30,6 @@ SESSION="e2e-local-dev-$$"
 WORK=$(mktemp -d)
 STARTED=0
 
-project_containers() { docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"; }
 cleanup() {
     tmux kill-session -t "$SESSION" 2>/dev/null
     if ((STARTED)) && [[ "${KEEP:-0}" != 1 ]]; then
@@ -72,18 +74,26 @@ apt_need make make
 ensure_binaries "$BIN_DIR" || abort "cargo build --bins failed"
 [[ -x "$BIN_DIR/tui" ]] || abort "$BIN_DIR/tui missing (cargo build --bins)"
 ensure_model "$BIN_DIR" || abort "could not fetch the default model"
-if [[ -n "$(project_containers)" ]]; then
-    [[ "${E2E_FORCE:-0}" == 1 ]] || abort "a $COMPOSE_PROJECT_NAME stack is already running (make dev-stop, or E2E_FORCE=1)"
-    bash hack/dev-down.sh >/dev/null 2>&1
-fi
-for p in 8080 8081 8082 9090 9091 9092 9093; do
-    port_free "$p" || abort "port $p is in use by another program: the stack needs the guide's ports"
+use_test_stack
+PORTS=()
+for p in 8080 8081 8082 9090 9091 9092 9093; do PORTS+=("$(host_port "$p")"); done
+for p in "${PORTS[@]}"; do
+    port_free "$p" || abort "port $p is in use by another program (set E2E_PORT_OFFSET)"
 done
+before=$(docker_state)
+log "test stack $COMPOSE_PROJECT_NAME: network $DLLM_NET_PREFIX.0.0/16, ports ${PORTS[*]}"
 
 # ---- 1. the README's first command, in tmux ----
 STARTED=1
-tmux new-session -d -s "$SESSION" -x 160 -y 48 \
-    "env BIN_DIR=$BIN_DIR ./hack/local-dev-tui.sh; echo \"local-dev-tui.sh exited with \$?\"; sleep 600" \
+# A tmux server that runs already (the dev stack's TUI, say) gives new sessions its own
+# environment, not this script's: the stack's variables are passed on the command line.
+stack_vars=()
+for v in BIN_DIR BASE_IMAGE PROMETHEUS_IMAGE AGENT_IMAGE AGENT_COUNT LOG_LEVEL COMPOSE_PROJECT_NAME \
+    DLLM_PORT_OFFSET DLLM_NET_PREFIX MODEL_DIR; do
+    stack_vars+=("$v=${!v}")
+done
+tmux new-session -d -s "$SESSION" -x 160 -y 48 -c "$REPO_ROOT" \
+    "env ${stack_vars[*]} ./hack/local-dev-tui.sh; echo \"local-dev-tui.sh exited with \$?\"; sleep 600" \
     || abort "tmux new-session failed"
 tmux pipe-pane -t "$SESSION" -o "cat >>$WORK/pane.log"
 three_rows() { [[ $1 == *"Nodes (3)"* ]] && for a in agent-1 agent-2 agent-3; do row "$1" "$a" | grep -q alive || return 1; done; }
@@ -101,15 +111,15 @@ echo "     $ready"
 named_answer() {
     local urls u
     urls=$(grep -oE 'http://localhost:[0-9]+' <<<"$ready")
-    # "agents http://localhost:8080 8081 8082": the bare ports are agents too.
+    # "agents http://localhost:28080 28081 28082": the bare ports are agents too.
     for u in $(grep -oE 'agents http://localhost:[0-9]+( [0-9]+)*' <<<"$ready" | grep -oE ' [0-9]+$| [0-9]+ ' ); do
         urls+=$'\n'"http://localhost:$u"
     done
     [[ -n $urls ]] || { echo "no URL in: $ready"; return 1; }
     for u in $urls; do
         case $u in
-            *:9093) curl -fsS -m 3 "$u/-/ready" >/dev/null || { echo "$u does not answer"; return 1; } ;;
-            *:3000) curl -fsS -m 3 "$u/api/health" >/dev/null || { echo "$u does not answer"; return 1; } ;;
+            *:$(host_port 9093)) curl -fsS -m 3 "$u/-/ready" >/dev/null || { echo "$u does not answer"; return 1; } ;;
+            *:$(host_port 3000)) curl -fsS -m 3 "$u/api/health" >/dev/null || { echo "$u does not answer"; return 1; } ;;
             *) curl -fsS -m 3 "$u/health" >/dev/null || { echo "$u does not answer"; return 1; } ;;
         esac
     done
@@ -118,12 +128,12 @@ named_answer() {
 t_check "every URL in the last line answers" named_answer
 grafana_consistent() {
     local running=0
-    [[ "$(docker inspect -f '{{.State.Running}}' distributed-llm-grafana 2>/dev/null)" == true ]] && running=1
+    [[ "$(docker inspect -f '{{.State.Running}}' "$(container grafana)" 2>/dev/null)" == true ]] && running=1
     if ((running)); then
-        grep -q 'Grafana http://localhost:3000' <<<"$ready" || { echo "Grafana runs but is not named"; return 1; }
+        grep -q "Grafana http://localhost:$(host_port 3000)" <<<"$ready" || { echo "Grafana runs but is not named"; return 1; }
     else
         ! grep -qi grafana <<<"$ready" || { echo "Grafana named but not running: $ready"; return 1; }
-        ! docker volume inspect distributed-llm_grafana-data >/dev/null 2>&1 \
+        ! docker volume inspect "${COMPOSE_PROJECT_NAME}_grafana-data" >/dev/null 2>&1 \
             || { echo "grafana-data volume created without Grafana"; return 1; }
     fi
     echo "grafana running=$running"
@@ -131,7 +141,7 @@ grafana_consistent() {
 t_check "Grafana named (and its volume created) only when it runs" grafana_consistent
 t_check "every long step announced (build, images, start, health)" bash -c '
     log=$(sed -e "s/\x1b\[[0-9;?]*[A-Za-z]//g" "'"$WORK"'/pane.log")
-    for w in "cargo build" "building distributed-llm/agent:latest" "starting agent-1" "waiting for the agents"; do
+    for w in "cargo build" "building distributed-llm/agent:" "starting agent-1" "waiting for the agents"; do
         grep -qa "$w" <<<"$log" || { echo "no announcement of: $w"; exit 1; }
     done'
 t_check "no legacy-builder deprecation notice" bash -c '! grep -qa "DEPRECATED" "'"$WORK"'/pane.log"'
@@ -153,7 +163,7 @@ fitted() {
 t_check "nodes table columns fit their content at 160 columns" fitted
 
 # ---- 4. live figures during and after a request ----
-curl -fsS -m 120 -H 'Content-Type: application/json' http://localhost:8081/v1/chat/completions \
+curl -fsS -m 120 -H 'Content-Type: application/json' "http://localhost:$(host_port 8081)/v1/chat/completions" \
     -d '{"messages":[{"role":"user","content":"Write a long story about a lighthouse keeper."}],"max_tokens":96,"temperature":0}' \
     >"$WORK/chat.json" 2>&1 &
 chat_pid=$!
@@ -200,8 +210,15 @@ fi
 tmux send-keys -t "$SESSION" q
 t_check "q quits the TUI" wait_screen 10 "the TUI to exit" bash -c '[[ $1 == *"local-dev-tui.sh exited with 0"* ]]' _
 t_check "make dev-stop prints no 'not found' line" bash -c 'out=$(make -s dev-stop 2>&1); echo "$out"; ! grep -qi "not found" <<<"$out"'
-t_check "no container or network of the project left" bash -c "[[ -z \"\$(docker ps -aq --filter label=com.docker.compose.project=$COMPOSE_PROJECT_NAME)\" ]] && ! docker network inspect distributed-llm_llm-network >/dev/null 2>&1"
+t_check "no container or network of the project left" bash -c "[[ -z \"\$(docker ps -aq --filter label=com.docker.compose.project=$COMPOSE_PROJECT_NAME)\" ]] && ! docker network inspect ${COMPOSE_PROJECT_NAME}_llm-network >/dev/null 2>&1"
 t_check "make dev-clean prints no 'not found' line and says what it keeps" bash -c 'out=$(make -s dev-clean 2>&1); echo "$out"; ! grep -qi "not found" <<<"$out" && grep -q "kept\|removing" <<<"$out"'
 t_check "make dev-stop with nothing running says so" bash -c 'make -s dev-stop 2>&1 | grep -q "nothing to stop"'
+same_state() {
+    local after
+    after=$(docker_state)
+    [[ $after == "$before" ]] || { diff <(echo "$before") <(echo "$after"); return 1; }
+    echo "$before"
+}
+t_check "other containers (the dev stack's), volumes and images as before" same_state
 STARTED=0
 finish

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every dashboard panel and alert-rule expression against real data: starts three real
-# agents and a real Prometheus (Debian's package) on loopback only, sends chat
+# agents and a real Prometheus (Debian's 2.42, the binary taken out of its package by
+# hack/prometheus.sh: nothing installed, no service started) on loopback only, sends chat
 # completions through the pipeline, lets Prometheus scrape, then evaluates each
 # expression through the Prometheus HTTP API (hack/queries.py eval).
 # Binaries: target/debug (built with `cargo build --bins` when absent).
@@ -25,15 +26,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-apt_need prometheus prometheus
+PROM_BIN=$(bash hack/prometheus.sh) || abort "no Prometheus (hack/prometheus.sh)"
 apt_need jq jq
 apt_need curl curl
 /usr/bin/python3 -c 'import yaml' 2>/dev/null || apt_need /nonexistent-python3-yaml python3-yaml
 ensure_binaries "$BIN_DIR" || abort "cargo build --bins failed"
-ensure_model || abort "could not fetch the default model"
+ensure_model "$BIN_DIR" || abort "could not fetch the default model"
 
 # Static checks first: alert unit tests and metric names against docs/metrics.md.
-t_check "promtool test rules (alert unit tests)" promtool test rules deploy/prometheus/tests/*.yml
+t_check "promtool test rules (alert unit tests)" "$PROM_BIN/promtool" test rules deploy/prometheus/tests/*.yml
 t_check "every query uses only docs/metrics.md names" /usr/bin/python3 hack/queries.py names
 
 for p in $((BASE + 81)) $((BASE + 82)) $((BASE + 83)) $((BASE + 91)) $((BASE + 92)) $((BASE + 93)) "$PROM_PORT"; do
@@ -63,7 +64,7 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:$((BASE + 91))", "127.0.0.1:$((BASE + 92))", "127.0.0.1:$((BASE + 93))"]
 YAML
-prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
+"$PROM_BIN/prometheus" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
     --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
 PIDS+=($!)
 prom_q() { curl -fsS -m 5 "$PROM/api/v1/query" --data-urlencode "query=$1" | jq -r '.data.result[0].value[1] // "0"'; }
