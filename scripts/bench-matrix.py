@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from machine import describe
+
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("DLLM_CACHE") or Path.home() / ".cache" / "distributed-llm")
 DEFAULT_QUANTS = "Q4_0,Q4_1,Q8_0,Q4_K_M,Q5_K_M,Q6_K,F16,BF16"
@@ -250,6 +252,10 @@ def main(argv=None) -> int:
         Path(a.json_out).write_text(json.dumps({"threads": a.threads, "rounds": a.rounds, "pp": a.pp, "tg": a.tg,
                                                 "cells": cells}, indent=1))
         log(f"wrote {a.json_out}")
+    print()
+    # Every table names its machine and the anchor's own feature line.
+    for line in describe():
+        print(line + ("  " if a.markdown else ""))
     print()
     if a.markdown:
         print(f"| shape | type | MiB | PP engine | PP llama.cpp | PP ratio | TG engine | TG llama.cpp | TG ratio "

@@ -61,6 +61,8 @@ import threading
 import time
 from pathlib import Path
 
+from machine import describe
+
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("DLLM_CACHE") or Path.home() / ".cache" / "distributed-llm")
 LLAMA_CPP_VERSION = "0.3.36"
@@ -790,6 +792,8 @@ def main(argv=None) -> int:
         print(f"# Serving benchmark (scripts/bench-serving.py), {time.strftime('%Y-%m-%d %H:%M')}, commit {git}")
         print(f"\nMachine: {os.cpu_count()} cores; load average at start {load_start[0]:.2f} {load_start[1]:.2f} "
               f"{load_start[2]:.2f}; threads {a.threads}; logs {logdir}")
+        for line in describe():  # the CPU and llama.cpp's own feature line (its build's fast paths)
+            print(line + "  ")
         print(f"Request (per request i of round r, the same for every system): POST /v1/chat/completions "
               f"`{json.dumps(request_body(prompt_for(0, 0), a.tokens))}` with varied prompts "
               f"(e.g. {prompt_for(0, 1)!r}, {prompt_for(1, 0)!r})")
