@@ -224,6 +224,15 @@ fn chat_tool_choice(c: &Value) -> Value {
 
 /// `text.format` as a chat `response_format`.
 fn response_format(text: Option<&Value>) -> Result<Option<ResponseFormat>, String> {
+    if let Some(t) = text.filter(|t| !t.is_null()) {
+        let obj = t.as_object().ok_or("'text' must be an object")?;
+        // `verbosity` would change the answer without this server doing it.
+        if let Some(k) = obj.keys().find(|k| k.as_str() != "format") {
+            return Err(format!(
+                "the field 'text.{k}' is not supported by this server"
+            ));
+        }
+    }
     let Some(format) = text.and_then(|t| t.get("format")).filter(|f| !f.is_null()) else {
         return Ok(None);
     };
@@ -340,6 +349,10 @@ mod tests {
                 "reasoning",
             ),
             (json!({"input": "x", "truncation": "auto"}), "truncation"),
+            (
+                json!({"input": "x", "text": {"verbosity": "low"}}),
+                "text.verbosity",
+            ),
             (
                 json!({"input": "x", "text": {"format": {"type": "json_schema"}}}),
                 "schema",
