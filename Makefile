@@ -14,7 +14,7 @@ export AGENT_COUNT LOG_LEVEL BIN_DIR
 
 COMPOSE := hack/compose.sh
 # What `make build` announces (measured on this project's 2-core machine, README).
-BUILD_ESTIMATE := $(if $(CARGO_PROFILE),about 8 min,about 10 min) the first time on 2 cores, seconds when up to date
+BUILD_ESTIMATE := $(if $(CARGO_PROFILE),about 7 min,about 14 min) the first time on 2 cores, seconds when up to date
 
 .PHONY: help build test bench bench-cluster model test-e2e test-queries check-deploy \
         images base-image dev-start dev-stop dev-restart dev-logs dev-status dev-clean dev-gpu \

