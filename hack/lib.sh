@@ -245,6 +245,16 @@ docker_state() {
     echo "images: $(docker images --format '{{.Repository}}:{{.Tag}} {{.ID}}' |
         grep -v "^$LOCAL_BASE_IMAGE \|^$LOCAL_PROMETHEUS_IMAGE " | sort | tr '\n' ' ')"
 }
+# docker_unchanged <an earlier docker_state>: fails with the difference if it changed.
+docker_unchanged() {
+    local now
+    now=$(docker_state)
+    [[ $now == "$1" ]] || {
+        diff <(echo "$1") <(echo "$now")
+        return 1
+    }
+    echo "$1"
+}
 
 # ---- test bookkeeping for scripts/e2e-*.sh: "ok"/"FAIL" lines, "N passed, M failed" last ----
 T_PASS=0

@@ -177,12 +177,6 @@ t_check "make dev-clean, without 'not found' lines" bash -c 'out=$(make -s dev-c
 
 t_check "no volume of the project left after dev-clean" bash -c "[[ -z \"\$(docker volume ls -q --filter label=com.docker.compose.project=$COMPOSE_PROJECT_NAME)\" ]]"
 t_check "nothing listening on ${PORTS[*]}" bash -c ". hack/lib.sh; for p in ${PORTS[*]}; do port_free \$p || exit 1; done"
-same_state() {
-    local after
-    after=$(docker_state)
-    [[ $after == "$before" ]] || { diff <(echo "$before") <(echo "$after"); return 1; }
-    echo "$before"
-}
-t_check "other containers (the dev stack's), volumes and images as before" same_state
+t_check "other containers (the dev stack's), volumes and images as before" docker_unchanged "$before"
 STARTED=0
 finish

@@ -90,7 +90,7 @@ STARTED=1
 stack_vars=()
 for v in BIN_DIR BASE_IMAGE PROMETHEUS_IMAGE AGENT_IMAGE AGENT_COUNT LOG_LEVEL COMPOSE_PROJECT_NAME \
     DLLM_PORT_OFFSET DLLM_NET_PREFIX MODEL_DIR; do
-    stack_vars+=("$v=${!v}")
+    stack_vars+=("$(printf '%q' "$v=${!v}")")
 done
 tmux new-session -d -s "$SESSION" -x 160 -y 48 -c "$REPO_ROOT" \
     "env ${stack_vars[*]} ./hack/local-dev-tui.sh; echo \"local-dev-tui.sh exited with \$?\"; sleep 600" \
@@ -213,12 +213,6 @@ t_check "make dev-stop prints no 'not found' line" bash -c 'out=$(make -s dev-st
 t_check "no container or network of the project left" bash -c "[[ -z \"\$(docker ps -aq --filter label=com.docker.compose.project=$COMPOSE_PROJECT_NAME)\" ]] && ! docker network inspect ${COMPOSE_PROJECT_NAME}_llm-network >/dev/null 2>&1"
 t_check "make dev-clean prints no 'not found' line and says what it keeps" bash -c 'out=$(make -s dev-clean 2>&1); echo "$out"; ! grep -qi "not found" <<<"$out" && grep -q "kept\|removing" <<<"$out"'
 t_check "make dev-stop with nothing running says so" bash -c 'make -s dev-stop 2>&1 | grep -q "nothing to stop"'
-same_state() {
-    local after
-    after=$(docker_state)
-    [[ $after == "$before" ]] || { diff <(echo "$before") <(echo "$after"); return 1; }
-    echo "$before"
-}
-t_check "other containers (the dev stack's), volumes and images as before" same_state
+t_check "other containers (the dev stack's), volumes and images as before" docker_unchanged "$before"
 STARTED=0
 finish
