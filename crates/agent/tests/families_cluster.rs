@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -19,25 +18,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// The fixture `{label}-tiny-*.Q8_0.gguf`, made by scripts/fixtures.sh (cached); panics
 /// when the script fails or the file is missing.
 fn fixture(label: &str) -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new("bash")
-        .arg("scripts/fixtures.sh")
-        .current_dir(&repo)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run scripts/fixtures.sh: {e}"));
-    assert!(
-        out.status.success(),
-        "scripts/fixtures.sh failed ({})",
-        out.status
-    );
-    let dir = PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim(),
-    );
+    let dir = testkit::llama_fixtures();
     let prefix = format!("{label}-tiny-");
     std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))

@@ -21,7 +21,6 @@
 use engine::{argmax, EngineError, Generator, ModelInfo, SamplingParams};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 /// The fixture directory (scripts/fixtures.sh runs once per test binary).
@@ -29,25 +28,7 @@ fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         engine::init_threads(0);
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = Command::new("bash")
-            .arg("scripts/fixtures.sh")
-            .current_dir(&repo)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run scripts/fixtures.sh: {e}"));
-        assert!(
-            out.status.success(),
-            "scripts/fixtures.sh failed ({}): the family tests need its llama.cpp fixtures",
-            out.status
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let dir = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
-        assert!(
-            dir.join("manifest.json").is_file(),
-            "scripts/fixtures.sh gave no fixture directory: {stdout}"
-        );
-        dir
+        testkit::llama_fixtures()
     })
 }
 

@@ -37,6 +37,35 @@ pub fn free_port() -> u16 {
     panic!("no free port found");
 }
 
+/// The directory of llama.cpp's fixtures (reference outputs, tiny models of every family),
+/// made by `scripts/fixtures.sh` (llama.cpp built from source, cached; a fresh clone makes
+/// them). Panics when the script fails: the tests that need them fail, never pass.
+pub fn llama_fixtures() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = std::process::Command::new("bash")
+            .arg("scripts/fixtures.sh")
+            .current_dir(&repo)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run scripts/fixtures.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "scripts/fixtures.sh failed ({}): the tests need llama.cpp's fixtures",
+            out.status
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let dir = std::path::PathBuf::from(stdout.lines().last().unwrap_or("").trim());
+        assert!(
+            dir.join("manifest.json").is_file(),
+            "scripts/fixtures.sh gave no fixture directory: {stdout}"
+        );
+        dir
+    })
+    .clone()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -4,7 +4,6 @@
 use engine::ChatMessage;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// The default model, fetched into the cache on first use.
 pub fn model() -> PathBuf {
@@ -33,20 +32,7 @@ pub struct Case {
 /// this runs the script, so a fresh clone makes it). Panics when it cannot be made: the
 /// tests that use it fail, they never pass without it.
 pub fn reference() -> Vec<Case> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new("bash")
-        .arg("scripts/fixtures.sh")
-        .current_dir(&repo)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run scripts/fixtures.sh: {e}"));
-    assert!(
-        out.status.success(),
-        "scripts/fixtures.sh failed ({}): the reference tests need llama.cpp's output",
-        out.status
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
+    let dir = testkit::llama_fixtures();
     let manifest = read_json(&dir.join("manifest.json"));
     let file = manifest["default_model"]["reference"]
         .as_str()
