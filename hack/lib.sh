@@ -235,6 +235,15 @@ use_test_stack() {
     export DLLM_NET_PREFIX
 }
 
+# claim_test_ports <port>...: the test stack's host ports must be free; says what it uses.
+claim_test_ports() {
+    local p
+    for p in "$@"; do
+        port_free "$p" || abort "port $p is in use by another program (set E2E_PORT_OFFSET)"
+    done
+    log "test stack $COMPOSE_PROJECT_NAME: network $DLLM_NET_PREFIX.0.0/16, ports $*"
+}
+
 # What a test stack must leave as it found: the other containers (the dev stack's), the
 # volumes and the images (dangling ones included), the two slow-to-build local images
 # aside (kept as caches once built: the base and the Prometheus image).

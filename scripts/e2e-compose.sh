@@ -67,11 +67,8 @@ for i in 0 1 2; do
 done
 PORTS+=("$(host_port 9093)")
 PROM=http://localhost:$(host_port 9093)
-for p in "${PORTS[@]}"; do
-    port_free "$p" || abort "port $p is in use by another program (set E2E_PORT_OFFSET)"
-done
+claim_test_ports "${PORTS[@]}"
 before=$(docker_state)
-log "test stack $COMPOSE_PROJECT_NAME: network $DLLM_NET_PREFIX.0.0/16, ports ${PORTS[*]}"
 
 # ---- images and stack ----
 STARTED=1

@@ -77,11 +77,8 @@ ensure_model "$BIN_DIR" || abort "could not fetch the default model"
 use_test_stack
 PORTS=()
 for p in 8080 8081 8082 9090 9091 9092 9093; do PORTS+=("$(host_port "$p")"); done
-for p in "${PORTS[@]}"; do
-    port_free "$p" || abort "port $p is in use by another program (set E2E_PORT_OFFSET)"
-done
+claim_test_ports "${PORTS[@]}"
 before=$(docker_state)
-log "test stack $COMPOSE_PROJECT_NAME: network $DLLM_NET_PREFIX.0.0/16, ports ${PORTS[*]}"
 
 # ---- 1. the README's first command, in tmux ----
 STARTED=1

@@ -61,6 +61,18 @@ impl ChoiceState {
     pub fn push(&mut self, text: &str, token: Option<Sampled>) -> Option<(String, Vec<Sampled>)> {
         self.text.push_str(text);
         self.pending.extend(token);
+        self.release()
+    }
+
+    /// Adds a sampled token (its text taken from it, not copied twice).
+    pub fn push_token(&mut self, token: Sampled) -> Option<(String, Vec<Sampled>)> {
+        self.text.push_str(&token.text);
+        self.pending.push(token);
+        self.release()
+    }
+
+    /// What can be sent now: the new content and its tokens, unless it may be a call.
+    fn release(&mut self) -> Option<(String, Vec<Sampled>)> {
         if self.call.is_none() {
             let open = CALL_OPEN.trim_end();
             let t = self.text.trim_start();

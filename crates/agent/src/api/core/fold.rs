@@ -43,22 +43,19 @@ impl Fold {
             .choices
             .get_mut(i as usize)
             .ok_or_else(|| GenError::Internal(format!("event of unknown choice {i}")))?;
-        let (text, token) = match ev {
+        let released = match ev {
             GenEvent::Token {
                 id,
                 text,
                 logprob,
                 top,
-            } => {
-                let token = Sampled {
-                    id,
-                    text: text.clone(),
-                    logprob,
-                    top,
-                };
-                (text, Some(token))
-            }
-            GenEvent::Text(text) => (text, None),
+            } => st.push_token(Sampled {
+                id,
+                text,
+                logprob,
+                top,
+            }),
+            GenEvent::Text(text) => st.push(&text, None),
             GenEvent::Failed(e) => return Err(e),
             GenEvent::Done(f) => {
                 return Ok(Some(Step::End {
@@ -67,7 +64,7 @@ impl Fold {
                 }))
             }
         };
-        Ok(st.push(&text, token).map(|(text, sampled)| Step::Delta {
+        Ok(released.map(|(text, sampled)| Step::Delta {
             choice: i,
             text,
             sampled,
